@@ -1,0 +1,79 @@
+"""PNG grids of prior samples and reconstructions during and after training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torchvision.utils import make_grid, save_image
+
+
+def to_grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
+    """Images (N, C, H, W) in [-1, 1] to one grid (C, H', W') in [0, 1]."""
+    nrow = nrow or max(1, int(len(images) ** 0.5))
+    return make_grid(images.detach().float().cpu().add(1).div(2).clamp(0, 1), nrow=nrow, padding=1)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Save images (N, C, H, W) in [-1, 1] as one PNG grid; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(to_grid(images, nrow), path)
+    return path
+
+
+class ImageGridCallback(pl.Callback):
+    """Every ``every_n_epochs`` epochs and at the end of training, write
+    ``images/samples_eXXXX.png`` (decoded prior samples) and ``images/reconstructions_eXXXX.png``
+    (the first validation images, each followed by its reconstruction), plus
+    ``samples.png`` and ``reconstructions.png`` for the final model. Grids also go to every
+    logger that accepts images (``log_image``, e.g. W&B, as uint8).
+
+    Args:
+        n_images: images per grid (reconstructions show n_images // 2 pairs).
+        every_n_epochs: period in epochs (0 = only at the end).
+    """
+
+    def __init__(self, n_images: int = 64, every_n_epochs: int = 20) -> None:
+        self.n_images = n_images
+        self.every_n_epochs = every_n_epochs
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if self.every_n_epochs > 0 and epoch % self.every_n_epochs == 0:
+            self._write(trainer, pl_module, f"e{epoch:04d}")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, pl_module, None)
+
+    def _reference_images(self, trainer: pl.Trainer) -> torch.Tensor | None:
+        datamodule = trainer.datamodule
+        if datamodule is None or "val" not in getattr(datamodule, "splits", {}):
+            return None
+        val = datamodule.splits["val"]
+        n = min(self.n_images // 2, len(val))
+        return torch.stack([val[i]["image"] for i in range(n)])
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str | None) -> None:
+        if not trainer.is_global_zero:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        grids = {"samples": pl_module.sample_images(self.n_images)}
+        x = self._reference_images(trainer)
+        if x is not None:
+            x = x.to(pl_module.device)
+            x_hat, _ = pl_module.reconstruct(x)
+            # interleave: original, reconstruction, original, ...
+            grids["reconstructions"] = torch.stack([x, x_hat], dim=1).flatten(0, 1)
+        pl_module.train(was_training)
+        out_dir = Path(trainer.default_root_dir)
+        for name, images in grids.items():
+            file = f"images/{name}_{tag}.png" if tag else f"{name}.png"
+            save_grid(images, out_dir / file, nrow=8)
+            for logger in trainer.loggers:
+                if hasattr(logger, "log_image"):
+                    grid = to_grid(images, nrow=8).mul(255).round().to(torch.uint8)
+                    picture = grid.permute(1, 2, 0).numpy()
+                    logger.log_image(key=f"images/{name}", images=[picture])

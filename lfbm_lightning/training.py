@@ -1,0 +1,63 @@
+"""Build and run a training job from a composed Hydra config (the logic behind train.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lfbm_lightning.generators import output_shape
+from lfbm_lightning.models import LatentPriorModel
+
+log = logging.getLogger(__name__)
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run config as a plain, fully resolved dict (without the ``hydra`` node)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return container
+
+
+def check_model_matches_data(model: LatentPriorModel, channels: int, image_size: int) -> None:
+    """Fail early when the generator's output is not the data's image shape."""
+    produced = output_shape(model.generator, model.latent_dim)
+    expected = (channels, image_size, image_size)
+    if produced != expected:
+        raise ValueError(
+            f"the generator produces images of shape {produced} but the data set has "
+            f"{expected} (dataset.channels, dataset.image_size): choose the generator that "
+            "matches the data set (generator=...)"
+        )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train a model as ``cfg`` describes; returns the final callback metrics.
+
+    Writes under ``paths.output_dir``: ``checkpoints/`` (``last.ckpt`` and the best by val/mse),
+    ``csv/metrics.csv``, ``samples.png``, ``reconstructions.png``, ``images/`` and
+    ``metrics.json``.
+    """
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.dataset)
+    datamodule.prepare_data()  # fails here, before any model is built, when files are missing
+    model = LatentPriorModel(resolved_config(cfg))
+    check_model_matches_data(model, cfg.dataset.channels, cfg.dataset.image_size)
+
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if trainer.is_global_zero:
+        out = Path(cfg.paths.output_dir) / "metrics.json"
+        out.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        log.info("metrics: %s", metrics)
+        log.info("outputs in %s", cfg.paths.output_dir)
+    return metrics

@@ -1,0 +1,21 @@
+"""Train a latent-prior generator model: ``python train.py [group=option] [key=value] ...``.
+
+Examples:
+    python train.py                                   # flow prior on embedded digits, CPU
+    python train.py prior=gaussian trainer.max_epochs=3
+    python train.py dataset=celeba trainer.devices=4  # the paper's CelebA 64 setting
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from lfbm_lightning.training import train
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
