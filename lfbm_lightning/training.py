@@ -36,8 +36,8 @@ def check_model_matches_data(model: LatentPriorModel, channels: int, image_size:
         )
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Train a model as ``cfg`` describes; returns the final callback metrics.
+def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
+    """Train a model as ``cfg`` describes; returns the trained model and final metrics.
 
     Writes under ``paths.output_dir``: ``checkpoints/`` (``last.ckpt`` and the best by val/mse),
     ``csv/metrics.csv``, ``samples.png``, ``reconstructions.png``, ``images/`` and
@@ -60,4 +60,4 @@ def train(cfg: DictConfig) -> dict[str, float]:
         out.write_text(json.dumps(metrics, indent=2, sort_keys=True))
         log.info("metrics: %s", metrics)
         log.info("outputs in %s", cfg.paths.output_dir)
-    return metrics
+    return model, metrics

@@ -1,0 +1,1 @@
+"""LightningDataModules, dataset readers, splits and occlusion masks."""

@@ -1,0 +1,54 @@
+"""Shared test helpers: composing the real Hydra config and running the real entry points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# Small settings that keep an end-to-end run on digits to seconds.
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.check_val_every_n_epoch=1",
+    "inference.n_steps=3",
+    "inference.eval_steps=5",
+    "callbacks.image_grids.n_images=8",
+]
+
+
+def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train"):
+    """Compose ``conf/<config_name>.yaml`` with overrides, writing outputs under output_dir."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name, overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    def _compose(overrides: list[str], config_name: str = "train") -> DictConfig:
+        return compose_config(overrides, tmp_path, config_name)
+
+    return _compose
+
+
+def run_entry_point(script: str, args: list[str], timeout: int = 600):
+    """Run ``python <script> args...`` from the repo root like a user would; returns the
+    CompletedProcess (stdout and stderr captured as text)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
