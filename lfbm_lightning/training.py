@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lfbm_lightning.generators import output_shape
 from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.validation import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
     ``csv/metrics.csv``, ``samples.png``, ``reconstructions.png``, ``images/`` and
     ``metrics.json``.
     """
+    validate_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
     datamodule.prepare_data()  # fails here, before any model is built, when files are missing
