@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
+from torch.utils.data import Dataset
 
 from lfbm_lightning.data.base import ImageDataModule
 from lfbm_lightning.data.datasets import TensorImageDataset
@@ -34,8 +35,11 @@ class DigitsDataModule(ImageDataModule):
         holdout_seed: permutation seed of the held-out-digit protocol (42 in the reference).
         val_fraction: share of the held-out protocol's training pool kept for validation.
         channels, image_size: must be 1 and 8 (declared in the config for the generator).
-        **kwargs: loader settings, see :class:`ImageDataModule`.
+        **kwargs: loader and occlusion settings, see :class:`ImageDataModule` (salt-and-pepper
+            holes of 8 x 8 pixels cannot fit: use ``occlusion.hole_size`` 2).
     """
+
+    image_shape = (1, 8)
 
     def __init__(
         self,
@@ -47,11 +51,6 @@ class DigitsDataModule(ImageDataModule):
         val_fraction: float = 0.1,
         **kwargs,
     ) -> None:
-        if (channels, image_size) != (1, 8):
-            raise ValueError(
-                "digits are 1-channel 8x8 images: dataset.channels must be 1 and "
-                f"dataset.image_size 8, got {channels} and {image_size}"
-            )
         super().__init__(channels=channels, image_size=image_size, **kwargs)
         if holdout_digit is not None and not 0 <= int(holdout_digit) <= 9:
             raise ValueError(f"dataset.holdout_digit must be in 0..9, got {holdout_digit}")
@@ -60,21 +59,18 @@ class DigitsDataModule(ImageDataModule):
         self.holdout_seed = holdout_seed
         self.val_fraction = val_fraction
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    def build_splits(self) -> dict[str, Dataset]:
         images, labels = load_digit_images()
         if self.holdout_digit is None:
             parts = random_split_indices(len(images), self.fractions, self.seed)
-            self.splits = {
+            return {
                 name: TensorImageDataset(images[idx], torch.from_numpy(labels[idx]))
                 for name, idx in zip(("train", "val", "test"), parts, strict=True)
             }
-            return
         split = holdout_digit_split(labels, self.holdout_digit, self.holdout_seed)
         n_val = int(round(self.val_fraction * len(split.train)))
         val_idx, train_idx = split.train[:n_val], split.train[n_val:]
-        self.splits = {
+        return {
             "train": TensorImageDataset(images[train_idx], torch.from_numpy(labels[train_idx])),
             "val": TensorImageDataset(images[val_idx], torch.from_numpy(labels[val_idx])),
             "test": TensorImageDataset(

@@ -145,3 +145,37 @@ def celeba_root(tmp_path: Path) -> FakeData:
     (folder / "list_eval_partition.txt").write_text("".join(lines))
     splits = {s: (np.stack(x), np.zeros(len(x), dtype=np.int64)) for s, x in images.items()}
     return FakeData(tmp_path, splits, names)
+
+
+# Images per digit 0..9 in the real MNIST files (train-*, t10k-*): 60,000 and 10,000.
+MNIST_COUNTS = {
+    "train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+}
+
+
+def mnist_grey(labels: np.ndarray) -> np.ndarray:
+    """The flat grey level 20 * label + 10 that every image of ``mnist_full_root`` has."""
+    return (20 * np.asarray(labels) + 10).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def mnist_full_root(tmp_path_factory: pytest.TempPathFactory) -> FakeData:
+    """Gzipped MNIST idx files of the real size, with the real number of images of each digit
+    in each split, in a seeded order; every image is flat grey (:func:`mnist_grey`), so an
+    image shows its own label."""
+    root = tmp_path_factory.mktemp("mnist_full")
+    folder = root / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        labels = rng.permutation(np.repeat(np.arange(10), MNIST_COUNTS[split])).astype(np.int64)
+        images = np.broadcast_to(mnist_grey(labels)[:, None, None], (len(labels), 28, 28))
+        for file, data in (
+            (f"{prefix}-images-idx3-ubyte.gz", _idx_bytes(images, 2051)),
+            (f"{prefix}-labels-idx1-ubyte.gz", _idx_bytes(labels, 2049)),
+        ):
+            (folder / file).write_bytes(gzip.compress(data, compresslevel=1))
+        splits[split] = (images[:, None], labels)  # a broadcast view: no memory
+    return FakeData(root, splits)
