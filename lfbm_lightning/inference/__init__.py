@@ -1,5 +1,19 @@
-"""Posterior inference: Langevin dynamics (pure functions) and samplers built on it."""
+"""Posterior inference: Langevin dynamics (pure functions) and the amortised encoder."""
 
+from lfbm_lightning.inference.amortized import (
+    ConvEncoder,
+    ElboResult,
+    amortized_elbo,
+    diag_gaussian_entropy,
+)
 from lfbm_lightning.inference.langevin import LangevinResult, energy_grad, langevin
 
-__all__ = ["LangevinResult", "energy_grad", "langevin"]
+__all__ = [
+    "ConvEncoder",
+    "ElboResult",
+    "LangevinResult",
+    "amortized_elbo",
+    "diag_gaussian_entropy",
+    "energy_grad",
+    "langevin",
+]

@@ -58,5 +58,6 @@ class FlowPrior(Prior):
         return standard_normal_log_prob(z0) + log_det
 
     def sample(self, n: int) -> torch.Tensor:
-        z0 = torch.randn(n, self.latent_dim, device=self.device)
+        dtype = self.layers[0].bias.dtype
+        z0 = torch.randn(n, self.latent_dim, device=self.device, dtype=dtype)
         return self.from_noise(z0)

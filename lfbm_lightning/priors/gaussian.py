@@ -19,4 +19,6 @@ class GaussianPrior(Prior):
         return standard_normal_log_prob(z)
 
     def sample(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=self._anchor.device)
+        return torch.randn(
+            n, self.latent_dim, device=self._anchor.device, dtype=self._anchor.dtype
+        )
