@@ -71,3 +71,43 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> La
         ) from err
     model.on_load_checkpoint(checkpoint)
     return model.to(map_location).eval()
+
+
+# Config sections that may change when a run is resumed: where things are written and read,
+# how long to train, what is logged. Everything else must match the checkpoint's config.
+RESUMABLE_CHANGES = ("ckpt_path", "paths", "trainer", "logger", "callbacks")
+RESUMABLE_DATASET_KEYS = ("root", "download", "num_workers", "pin_memory", "persistent_workers")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def check_resume_compatible(config: dict[str, Any], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` when resuming ``path`` under ``config`` would change the
+    model, the data or the training recipe (the same command plus ``ckpt_path=...`` is the way
+    to resume; only paths, trainer limits, loggers and callbacks may differ)."""
+    stored = read_checkpoint(path)["hyper_parameters"]["config"]
+
+    def relevant(flat: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in flat.items()
+            if k.split(".")[0] not in RESUMABLE_CHANGES
+            and not (k.startswith("dataset.") and k.split(".")[1] in RESUMABLE_DATASET_KEYS)
+        }
+
+    now, then = relevant(_flatten(config)), relevant(_flatten(stored))
+    differing = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    if differing:
+        shown = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in differing[:8])
+        raise CheckpointError(
+            f"cannot resume {path}: the run config differs from the checkpoint's in {shown}. "
+            "Resume with the original command plus ckpt_path=... (only paths, trainer, logger "
+            "and callbacks settings may change)"
+        )

@@ -60,7 +60,10 @@ class ImageGridCallback(pl.Callback):
             return
         was_training = pl_module.training
         pl_module.eval()
-        grids = {"samples": pl_module.sample_images(self.n_images)}
+        # pictures must not change training: draw their randomness from a forked RNG
+        with torch.random.fork_rng(devices=[pl_module.device] if pl_module.on_gpu else []):
+            torch.manual_seed(0)
+            grids = {"samples": pl_module.sample_images(self.n_images)}
         x = self._reference_images(trainer)
         if x is not None:
             x = x.to(pl_module.device)

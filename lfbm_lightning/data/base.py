@@ -17,13 +17,13 @@ Only the training split is occluded: its items gain ``mask`` (1, H, W), drawn la
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lfbm_lightning.data import readers
 from lfbm_lightning.data.occlusion import HOLE_SIDE, MaskMaker
@@ -156,14 +156,14 @@ class ImageDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.splits:
             self.setup()
+        dataset = self.splits[split]
         return DataLoader(
-            self.splits[split],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             drop_last=False,
         )
 
@@ -185,6 +185,35 @@ class ImageDataModule(pl.LightningDataModule):
                 "(salt_pepper or single_region)"
             )
         return self._loader("train", shuffle=False)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation of range(n) that depends only on (seed, epoch).
+
+    Lightning calls :meth:`set_epoch` before every training epoch, so the data order of
+    epoch e is the same whether a run went straight through or was resumed from a checkpoint
+    (a sampler drawing from one long-lived generator would replay epoch 0's order after a
+    resume). Under DDP Lightning wraps it in a distributed sampler that shuffles by epoch too.
+
+    Args:
+        n: data set size.
+        seed: base seed.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=rng).tolist())
 
 
 class FileDataModule(ImageDataModule):

@@ -27,6 +27,10 @@ from lfbm_lightning.priors.base import Prior
 CHAIN_STARTS = ("mean", "sample")
 
 
+class DivergenceError(FloatingPointError):
+    """NaN or Inf in z, the posterior energy, the loss or a gradient during training."""
+
+
 class LatentPriorModel(pl.LightningModule):
     """Generator + latent prior + posterior inference, trained with manual optimization.
 
@@ -82,6 +86,12 @@ class LatentPriorModel(pl.LightningModule):
         self._langevin_rng: torch.Generator | None = None
         self._chains: torch.Tensor | None = None  # (N_train, d) persistent chain states
         self._pending_chains: torch.Tensor | None = None  # from a checkpoint, until fit starts
+        self._pending_rng_states: dict[str, torch.Tensor] = {}  # from a checkpoint
+        self.skipped_batches = 0
+        if model_cfg.get("on_divergence", "stop") not in ("stop", "skip"):
+            raise ValueError(
+                f"model.on_divergence must be 'stop' or 'skip', got {model_cfg['on_divergence']!r}"
+            )
 
     # ------------------------------------------------------------------ inference
     @property
@@ -129,15 +139,17 @@ class LatentPriorModel(pl.LightningModule):
         step_size: float | None = None,
         noise: bool = True,
         z0: torch.Tensor | None = None,
+        rng: torch.Generator | None = None,
     ) -> LangevinResult:
         """Sample (noise on) or fit (noise off) z for images x (B, C, H, W) by Langevin.
 
         Defaults to the training chain (:attr:`chain_steps` steps of ``inference.step_size``)
-        started from the encoder's mean when the model has an encoder, else from N(0, I).
+        started from the encoder's mean when the model has an encoder, else from N(0, I),
+        drawing from the training noise stream :meth:`langevin_rng` unless ``rng`` is given.
         """
         n_steps = self.chain_steps if n_steps is None else n_steps
         step_size = self.inference_cfg["step_size"] if step_size is None else step_size
-        rng = self.langevin_rng()
+        rng = self.langevin_rng() if rng is None else rng
         if z0 is None and self.encoder is not None:
             with torch.no_grad():
                 z0 = self.encode(x, mask)[0]
@@ -152,15 +164,23 @@ class LatentPriorModel(pl.LightningModule):
         """Noise-free Langevin (gradient descent on E), then decode.
 
         Starts from the encoder's mean when the model has one (``n_steps = 0``: the plain
-        encoder reconstruction), else from N(0, I). Uses :attr:`eval_chain_steps` steps of
-        ``inference.eval_step_size`` unless given.
+        encoder reconstruction), else from N(0, I) drawn from a generator seeded afresh with
+        ``seed``: a reconstruction is a deterministic function of (model, x) and never draws
+        from the training noise stream (so evaluation cannot change a resumed run). Uses
+        :attr:`eval_chain_steps` steps of ``inference.eval_step_size`` unless given.
 
         Returns:
             (x_hat (B, C, H, W), z (B, d)).
         """
         n_steps = self.eval_chain_steps if n_steps is None else n_steps
+        rng = torch.Generator(device=x.device).manual_seed(int(self.config.get("seed", 0)))
         result = self.infer(
-            x, mask, n_steps=n_steps, step_size=self.inference_cfg["eval_step_size"], noise=False
+            x,
+            mask,
+            n_steps=n_steps,
+            step_size=self.inference_cfg["eval_step_size"],
+            noise=False,
+            rng=rng,
         )
         with torch.no_grad():
             return self.generator(result.z), result.z
@@ -186,19 +206,27 @@ class LatentPriorModel(pl.LightningModule):
             z0 = self._chains[batch["index"]]
         chain = self.infer(x, mask, z0=z0)
         z = chain.z
-        if self._chains is not None:
-            self._store_chains(batch["index"], z)
         generator_loss = reconstruction_energy(x, self.generator(z), self.sigma, mask).mean()
         prior_loss = self.prior.loss(z)
         loss = generator_loss + prior_loss  # logged; the encoder's surrogate has no useful value
+        total = loss if encoder_loss is None else loss + encoder_loss
 
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for opt in optimizers:
             opt.zero_grad()
-        self.manual_backward(loss if encoder_loss is None else loss + encoder_loss)
+        diverged = self._first_non_finite(
+            {"z": z, "posterior energy": chain.energy, "loss": total}, skip_nan_energy=True
+        )
+        if diverged is None:
+            self.manual_backward(total)
+            diverged = self._first_non_finite({"gradient": self._gradients()})
+        if diverged is not None:
+            return self._on_divergence(diverged, batch_idx)
         for opt in optimizers:
             opt.step()
+        if self._chains is not None:
+            self._store_chains(batch["index"], z)
 
         logs.update(
             {
@@ -220,6 +248,48 @@ class LatentPriorModel(pl.LightningModule):
         )
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, logger=False)
         return loss.detach()
+
+    def _gradients(self) -> torch.Tensor:
+        """All parameter gradients flattened into one vector (empty when there are none)."""
+        grads = [p.grad.flatten() for p in self.parameters() if p.grad is not None]
+        return torch.cat(grads) if grads else torch.zeros(0, device=self.device)
+
+    @staticmethod
+    def _first_non_finite(
+        tensors: dict[str, torch.Tensor], skip_nan_energy: bool = False
+    ) -> str | None:
+        """Name of the first tensor holding NaN or Inf, else None (one host sync per call).
+
+        A zero-step chain reports its energy as NaN by construction; ``skip_nan_energy``
+        ignores an all-NaN energy then.
+        """
+        for name, tensor in tensors.items():
+            if skip_nan_energy and name == "posterior energy" and tensor.isnan().all():
+                continue
+            if not bool(torch.isfinite(tensor).all()):
+                return name
+        return None
+
+    def _on_divergence(self, quantity: str, batch_idx: int) -> torch.Tensor:
+        """Stop the run (``model.on_divergence: stop``) or skip the batch (``skip``).
+
+        The optimizers have not stepped, so the parameters stay those of the last good step
+        and no checkpoint with NaN weights is ever written. Skipped batches are counted in
+        ``train/skipped_batches``.
+        """
+        policy = self.config["model"].get("on_divergence", "stop")
+        where = f"epoch {self.current_epoch}, batch {batch_idx}, global step {self.global_step}"
+        if policy != "skip":
+            raise DivergenceError(
+                f"non-finite {quantity} at {where}: training stopped before the optimizer "
+                "step; the last checkpoint holds the last good weights (resume with "
+                "ckpt_path=..., or set model.on_divergence=skip to skip such batches)"
+            )
+        for opt in self.trainer.optimizers:
+            opt.zero_grad()
+        self.skipped_batches += 1
+        self.log("train/skipped_batches", float(self.skipped_batches), on_step=True)
+        return torch.tensor(float("nan"))
 
     def _store_chains(self, index: torch.Tensor, z: torch.Tensor) -> None:
         """Write the chains' final states back; under DDP every rank gets every rank's."""
@@ -268,21 +338,29 @@ class LatentPriorModel(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what an exact resume needs beyond Lightning's own state: the Langevin noise
+        stream, the global torch RNG (EBM prior sampling), skipped-batch count, chains."""
         checkpoint["langevin_rng_state"] = self.langevin_rng().get_state()
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        checkpoint["skipped_batches"] = self.skipped_batches
         if self._chains is not None:
             checkpoint["persistent_chains"] = self._chains.cpu()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("langevin_rng_state")
-        if state is not None:
-            self._pending_rng_state = state
+        self._pending_rng_states = {
+            key: checkpoint[key]
+            for key in ("langevin_rng_state", "torch_rng_state")
+            if key in checkpoint
+        }
+        self.skipped_batches = int(checkpoint.get("skipped_batches", 0))
         self._pending_chains = checkpoint.get("persistent_chains")
 
     def on_fit_start(self) -> None:
-        state = getattr(self, "_pending_rng_state", None)
-        if state is not None:
-            self.langevin_rng().set_state(state)
-            self._pending_rng_state = None
+        states, self._pending_rng_states = self._pending_rng_states, {}
+        if "langevin_rng_state" in states:
+            self.langevin_rng().set_state(states["langevin_rng_state"])
+        if "torch_rng_state" in states:
+            torch.set_rng_state(states["torch_rng_state"])
         if self.persistent:
             self._chains = self._initial_chains()
 
