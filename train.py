@@ -4,6 +4,8 @@ Examples:
     python train.py                                   # flow prior on embedded digits, CPU
     python train.py prior=gaussian trainer.max_epochs=3
     python train.py dataset=celeba trainer.devices=4  # the paper's CelebA 64 setting
+    python train.py -m prior=gaussian,flow seed=1,2    # a sweep of 4 jobs (docs/scaling.md)
+    python train.py -m prior=gaussian,flow trainer.devices=2 trainer.strategy=ddp
 """
 
 import hydra

@@ -1,0 +1,230 @@
+"""DDP on CPU with gloo: sharded evaluation, ranks in sync, 1 vs 2 processes, SLURM tasks.
+
+The training runs go through ``train.py`` in subprocesses (``strategy=ddp`` inside pytest
+would re-launch pytest); :mod:`ddp_probe` reports what every rank held.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lfbm_lightning.distributed import gather_objects, gather_tensors, shard_indices
+from tests.conftest import REPO, TINY
+
+TESTS = Path(__file__).parent
+
+# 4 steps of a global batch of 100 (1 x 100 or 2 x 50), logged every step, every rank probed
+RUN = [
+    *TINY,
+    "trainer.limit_train_batches=4",
+    "trainer.log_every_n_steps=1",
+    "trainer.accelerator=cpu",
+    "trainer.strategy=ddp",
+    "+callbacks.probe._target_=ddp_probe.RankProbe",
+]
+TWO_PROCESSES = ["trainer.devices=2", "dataset.batch_size=50"]
+RUN_DIR_ENTRIES = {
+    ".hydra",
+    "checkpoints",
+    "csv",
+    "metrics.json",
+    "samples.png",
+    "reconstructions.png",
+    "train.log",
+}
+
+
+def start_train(args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    """Start ``python train.py args`` from the repo root, ``tests/`` importable, W&B offline."""
+    environment = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": str(TESTS),
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=REPO,
+        env=environment,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def finish(process: subprocess.Popen, log: Path, timeout: float = 600) -> None:
+    assert process.wait(timeout=timeout) == 0, log.read_text()[-3000:]
+
+
+def read_probe(probe_dir: Path, tag: str) -> dict:
+    """The report and parameters (start, end) that rank probe ``tag`` wrote."""
+    report = json.loads((probe_dir / f"{tag}.json").read_text())
+    report.update(torch.load(probe_dir / f"{tag}.pt"))
+    return report
+
+
+def synced_metrics(report: dict) -> dict[str, float]:
+    return {k: v for k, v in report["metrics"].items() if k.startswith(("train/", "val/"))}
+
+
+def test_shards_partition_the_items_evenly():
+    for n in (0, 1, 2, 7, 100):
+        for world_size in (1, 2, 3, 8):
+            shards = [shard_indices(n, r, world_size) for r in range(world_size)]
+            assert sorted(i for shard in shards for i in shard) == list(range(n))
+            sizes = [len(shard) for shard in shards]
+            assert max(sizes) - min(sizes) <= 1
+    assert shard_indices(5) == range(5)  # no process group: one process does everything
+    with pytest.raises(ValueError):
+        shard_indices(3, rank=2, world_size=2)
+
+
+def test_gathering_in_one_process_returns_the_results():
+    x = torch.arange(6.0).view(3, 2)
+    assert torch.equal(gather_tensors(x, 3), x)
+    assert gather_objects(["a", "b"], 2) == ["a", "b"]
+    with pytest.raises(ValueError):
+        gather_tensors(x, 4)
+
+
+@pytest.mark.slow
+def test_two_processes_gather_every_item_in_order(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))  # spawned processes import gather_worker by name
+    import gather_worker
+
+    torch.multiprocessing.spawn(gather_worker.gather_worker, args=(2, str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        results = torch.load(tmp_path / f"rank{rank}.pt")
+        for n in gather_worker.GATHER_SIZES:
+            assert results[n]["shard"] == list(range(rank, n, 2))
+            expected = torch.stack([gather_worker.item_result(i) for i in range(n)]) if n else None
+            gathered = results[n]["tensor"]
+            assert gathered.shape == (n, 3)
+            if n:
+                assert torch.equal(gathered, expected)
+            assert results[n]["objects"] == [f"item{i}" for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    """A 2-process run (2 x 50 images per step) and a 1-process run (1 x 100) of 4 steps, both
+    with the ddp strategy (the same DistributedSampler order), run side by side."""
+    root = tmp_path_factory.mktemp("ddp")
+    probe = root / "probe"
+    runs = {"two": TWO_PROCESSES, "one": ["trainer.devices=1", "dataset.batch_size=100"]}
+    started = {
+        name: start_train(
+            [*RUN, *extra, f"hydra.run.dir={root / name}", f"+callbacks.probe.out_dir={probe}"],
+            root / f"{name}.log",
+        )
+        for name, extra in runs.items()
+    }
+    for name, process in started.items():
+        finish(process, root / f"{name}.log")
+    return root
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_stay_in_sync_and_log_reduced_metrics(ddp_runs):
+    ranks = [read_probe(ddp_runs / "probe", f"two-rank{r}") for r in (0, 1)]
+    assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
+    # same parameters on both ranks, at the start and after 4 optimizer steps
+    assert torch.equal(ranks[0]["start"], ranks[1]["start"])
+    assert torch.equal(ranks[0]["end"], ranks[1]["end"])
+    assert not torch.equal(ranks[0]["start"], ranks[0]["end"])
+    # different, seeded Langevin noise per rank: seed * 1000 + rank (seed 1)
+    assert [r["langevin_seed"] for r in ranks] == [1000, 1001]
+    # different examples per rank, the local losses differ...
+    assert not set(ranks[0]["indices"][0]) & set(ranks[1]["indices"][0])
+    assert ranks[0]["losses"] != ranks[1]["losses"]
+    # ...but the logged metrics are reduced over the ranks: equal everywhere, and each logged
+    # step loss is the mean of the two ranks' local losses
+    assert synced_metrics(ranks[0]) == synced_metrics(ranks[1])
+    with open(ddp_runs / "two" / "csv" / "metrics.csv") as f:
+        logged = [
+            float(row["train/loss_step"]) for row in csv.DictReader(f) if row["train/loss_step"]
+        ]
+    local_means = [
+        (a + b) / 2 for a, b in zip(ranks[0]["losses"], ranks[1]["losses"], strict=True)
+    ]
+    assert logged == pytest.approx(local_means, rel=1e-6)
+    # files written once, by rank 0; rank 1 ran inside the run directory (its log is there)
+    run_dir = ddp_runs / "two"
+    assert {p.name for p in run_dir.iterdir()} == RUN_DIR_ENTRIES | {"train_rank1.log"}
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {
+        "last.ckpt",
+        "best-epoch000.ckpt",
+    }
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_process_with_the_same_global_batch(ddp_runs):
+    """Exact where the design allows it: the same initial parameters and the same 100 examples
+    in every step. Not bit-exact after that: each rank draws its own Langevin noise stream, so
+    the posterior samples z (and hence the gradients) differ by Monte-Carlo noise."""
+    two = [read_probe(ddp_runs / "probe", f"two-rank{r}") for r in (0, 1)]
+    one = read_probe(ddp_runs / "probe", "one-rank0")
+    assert torch.equal(one["start"], two[0]["start"])
+    for step, indices in enumerate(one["indices"]):
+        assert sorted(indices) == sorted(two[0]["indices"][step] + two[1]["indices"][step])
+    # first step, same parameters and examples: the losses differ only by the noise
+    first = (two[0]["losses"][0] + two[1]["losses"][0]) / 2
+    assert first == pytest.approx(one["losses"][0], rel=0.01)
+    one_metrics, two_metrics = synced_metrics(one), synced_metrics(two[0])
+    assert two_metrics["train/loss_epoch"] == pytest.approx(
+        one_metrics["train/loss_epoch"], rel=0.02
+    )
+    assert two_metrics["val/mse"] == pytest.approx(one_metrics["val/mse"], rel=0.05)
+    # the parameter updates point the same way
+    update_one, update_two = one["end"] - one["start"], two[0]["end"] - two[0]["start"]
+    cosine = torch.nn.functional.cosine_similarity(update_one, update_two, dim=0)
+    assert cosine > 0.5, cosine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_slurm_tasks_are_the_ranks_and_reproduce_the_ddp_run(ddp_runs, tmp_path):
+    """Two processes started like ``srun`` starts the tasks of a submitit job (one task per
+    device): Lightning's SLURMEnvironment reads the ranks, nothing is re-launched, and the run
+    reproduces the Lightning-launched 2-process run bit for bit (same seeds, same noise)."""
+    slurm = {
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "127.0.0.1",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "train",
+        "MASTER_PORT": str(free_port()),
+    }
+    args = [*RUN, *TWO_PROCESSES, f"hydra.run.dir={tmp_path / 'two'}"]
+    args.append(f"+callbacks.probe.out_dir={tmp_path / 'probe'}")
+    tasks = [
+        start_train(
+            args, tmp_path / f"task{r}.log", SLURM_PROCID=str(r), SLURM_LOCALID=str(r), **slurm
+        )
+        for r in (0, 1)
+    ]
+    for r, task in enumerate(tasks):
+        finish(task, tmp_path / f"task{r}.log")
+    for r in (0, 1):
+        report = read_probe(tmp_path / "probe", f"two-rank{r}")
+        assert (report["rank"], report["world_size"]) == (r, 2)
+        reference = read_probe(ddp_runs / "probe", f"two-rank{r}")
+        assert torch.equal(report["end"], reference["end"])
+        assert report["losses"] == reference["losses"]
+    assert {p.name for p in (tmp_path / "two").iterdir()} == RUN_DIR_ENTRIES
