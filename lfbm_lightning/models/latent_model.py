@@ -246,7 +246,7 @@ class LatentPriorModel(pl.LightningModule):
             batch_size=x.shape[0],
             sync_dist=True,
         )
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, logger=False)
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, logger=False, sync_dist=True)
         return loss.detach()
 
     def _gradients(self) -> torch.Tensor:
