@@ -1,0 +1,117 @@
+"""Image synthesis: FID of decoded prior samples against the training set (protocols.md).
+
+``n_samples`` (50,000) images x = g(z), z ~ p(z) (flow: exact sampling; EBM: prior Langevin),
+are mapped to [0, 1], clamped and scored against the Inception statistics of every training
+image at native resolution. Optional KID and Inception Score come from torch-fidelity on
+``fidelity_samples`` samples (KID against as many random training images).
+
+Config node ``synthesis``: ``fid``, ``n_samples``, ``sample_batch_size``, ``kid``, ``isc``,
+``fidelity_samples``, ``grid_size``; Inception and reference settings in ``metrics``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.metrics.fid import fidelity_metrics, frechet_distance
+from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.tasks.common import save_images, select_examples
+from lfbm_lightning.tasks.inception import (
+    REFERENCE_SUBSET_SEED,
+    InceptionSettings,
+    sample_batches,
+    sample_stats,
+    seeded_rng,
+    training_reference_stats,
+)
+
+
+def fid_results(
+    model: LatentPriorModel,
+    datamodule: ImageDataModule,
+    cfg: DictConfig,
+    inception: InceptionSettings,
+) -> dict[str, Any]:
+    """FID of ``synthesis.n_samples`` prior samples against the training set, with the counts."""
+    settings = cfg.synthesis
+    reference = training_reference_stats(
+        model.config,
+        datamodule.splits["train"],
+        cfg.metrics.stats_dir,
+        inception,
+        cfg.metrics.reference_images,
+    )
+    with seeded_rng(cfg.seed, model.device):
+        samples = sample_stats(model, settings.n_samples, settings.sample_batch_size, inception)
+    return {
+        "fid": frechet_distance(samples, reference),
+        "fid_n_samples": samples.n,
+        "fid_n_reference": reference.n,
+        "feature_layer": inception.feature_layer,
+    }
+
+
+def kid_is_results(
+    model: LatentPriorModel,
+    datamodule: ImageDataModule,
+    cfg: DictConfig,
+    inception: InceptionSettings,
+) -> dict[str, Any]:
+    """KID and / or Inception Score (torch-fidelity) of ``synthesis.fidelity_samples`` samples."""
+    settings = cfg.synthesis
+    n = settings.fidelity_samples
+    with seeded_rng(cfg.seed, model.device):
+        samples = torch.cat(list(sample_batches(model, n, settings.sample_batch_size))).cpu()
+    reference = None
+    if settings.kid:
+        subset = select_examples(datamodule.splits["train"], n, REFERENCE_SUBSET_SEED)
+        reference = torch.stack([subset[i]["image"] for i in range(len(subset))])
+    scores = fidelity_metrics(
+        samples,
+        reference,
+        inception.weights,
+        fid=False,
+        kid=bool(settings.kid),
+        isc=bool(settings.isc),
+        feature_layer=inception.feature_layer,
+        batch_size=inception.batch_size,
+        device=inception.device,
+    )
+    results: dict[str, Any] = {"fidelity_n_samples": samples.shape[0]}
+    if settings.kid:
+        results["kid_mean"] = scores["kernel_inception_distance_mean"]
+        results["kid_std"] = scores["kernel_inception_distance_std"]
+        results["kid_n_reference"] = reference.shape[0]
+    if settings.isc:
+        results["inception_score_mean"] = scores["inception_score_mean"]
+        results["inception_score_std"] = scores["inception_score_std"]
+    return results
+
+
+def run(
+    model: LatentPriorModel, datamodule: ImageDataModule, cfg: DictConfig, out_dir: Path
+) -> dict[str, Any]:
+    """Write ``samples.png`` and score the samples (FID, optional KID / IS).
+
+    Returns:
+        ``fid``, ``fid_n_samples``, ``fid_n_reference``, ``feature_layer`` (when
+        ``synthesis.fid``), ``kid_mean``, ``kid_std``, ``kid_n_reference`` (``kid``),
+        ``inception_score_mean`` / ``_std`` (``isc``), ``fidelity_n_samples``.
+    """
+    settings = cfg.synthesis
+    columns = max(1, int(settings.grid_size**0.5))
+    save_images(model.sample_images(settings.grid_size), out_dir / "samples.png", columns)
+    results: dict[str, Any] = {}
+    if not (settings.fid or settings.kid or settings.isc):
+        return results
+    inception = InceptionSettings.from_config(cfg.metrics, model.device, cfg.progress)
+    if settings.fid:
+        results.update(fid_results(model, datamodule, cfg, inception))
+    if settings.kid or settings.isc:
+        results.update(kid_is_results(model, datamodule, cfg, inception))
+    return results

@@ -1,0 +1,53 @@
+"""Reconstruction: small error on the model's own samples; the task end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lfbm_lightning.data.digits import DigitsDataModule
+from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.tasks.common import reconstruct
+from tests.tasks.conftest import HOLDOUT_DIGIT
+from tests.tasks.helpers import grid_shape, read_rows
+
+
+@pytest.mark.slow
+def test_own_samples_are_reconstructed_far_below_the_data_variance(digits_ckpt):
+    model = LatentPriorModel.load_from_checkpoint(digits_ckpt).eval()
+    torch.manual_seed(0)
+    x = model.sample_images(64)  # x = g(z*), z* ~ p(z): an exact solution exists
+    variance = x.var(dim=0).mean().item()  # per-pixel variance across the samples
+    start_mse = (x - reconstruct(model, x, 0, 0.1)[0]).pow(2).mean().item()
+    fitted_mse = (x - reconstruct(model, x, 100, 0.1)[0]).pow(2).mean().item()
+    assert variance > 0.05  # the samples differ from each other
+    assert fitted_mse < 0.05 * variance, (fitted_mse, variance)
+    assert fitted_mse < 0.05 * start_mse, (fitted_mse, start_mse)
+
+
+@pytest.mark.slow
+def test_reconstruction_task_writes_csv_grid_and_image_averaged_mse(digits_ckpt, run_task):
+    overrides = ["reconstruction.n_examples=64", "reconstruction.grid_size=16"]
+    metrics, out = run_task(digits_ckpt, "reconstruction", overrides)
+    # defaults: the data module's evaluation split, the checkpoint's eval_steps / eval_step_size
+    assert metrics["split"] == "test"
+    assert (metrics["n_images"], metrics["n_steps"], metrics["step_size"]) == (64, 50, 0.1)
+
+    rows = read_rows(out / "per_example.csv")
+    assert len(rows) == 64 and len({r["index"] for r in rows}) == 64
+    mean = sum(r["mse"] for r in rows) / 64
+    assert metrics["mse"] == pytest.approx(mean, rel=1e-12)
+    assert metrics["mse_01"] == pytest.approx(metrics["mse"] / 4, rel=1e-6)
+    for r in rows:
+        assert r["mse_01"] == pytest.approx(r["mse"] / 4, rel=1e-5)
+
+    # far better than predicting the mean image, whose MSE is the per-pixel variance (~0.29)
+    datamodule = DigitsDataModule(holdout_digit=HOLDOUT_DIGIT)
+    datamodule.setup()
+    test = datamodule.splits["test"]
+    x = torch.stack([test[int(r["index"])]["image"] for r in rows])
+    variance = x.var(dim=0).mean().item()
+    assert 0 < metrics["mse"] < 0.5 * variance, (metrics["mse"], variance)
+    # 16 pairs -> 2 x (originals row, reconstructions row) of 8, each digit enlarged to 32 px
+    assert grid_shape(out / "reconstructions.png", 32) == (4, 8)
+    assert "| mse | " in (out / "results.md").read_text()

@@ -1,0 +1,34 @@
+"""Recovery on a checkpoint trained on occluded digits."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tasks.helpers import grid_shape, read_rows
+
+
+@pytest.mark.slow
+def test_recovery_scores_missing_observed_and_all_pixels(occluded_ckpt, run_task):
+    metrics, out = run_task(
+        occluded_ckpt,
+        "recovery",
+        ["recovery.n_examples=40", "recovery.n_steps=50", "recovery.figure_examples=5"],
+    )
+    assert (metrics["n_images"], metrics["n_steps"]) == (40, 50)
+    assert metrics["missing_fraction"] == pytest.approx(16 / 64)  # one 4 x 4 hole in 8 x 8
+    rows = read_rows(out / "per_example.csv")
+    assert len(rows) == 40
+    for r in rows:  # all pixels = the area-weighted mix of missing and observed ones
+        mix = 0.25 * r["mse_missing_01"] + 0.75 * r["mse_observed_01"]
+        assert r["mse_all_01"] == pytest.approx(mix, rel=1e-5)
+    for name in ("mse_missing_01", "mse_observed_01", "mse_all_01"):
+        assert metrics[name] == pytest.approx(sum(r[name] for r in rows) / 40, rel=1e-9)
+    # the model fits what it sees better than what it must guess
+    assert 0 < metrics["mse_observed_01"] < metrics["mse_missing_01"], metrics
+    assert grid_shape(out / "recovery.png", 32) == (3, 5)  # original / occluded / recovered
+
+
+@pytest.mark.slow
+def test_recovery_refuses_a_model_trained_on_complete_images(digits_ckpt, run_task):
+    with pytest.raises(ValueError, match="dataset.occlusion.kind"):
+        run_task(digits_ckpt, "recovery", ["recovery.n_examples=4"])

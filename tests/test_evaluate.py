@@ -1,0 +1,122 @@
+"""evaluate.py: its config, the checks that run before any work, and its small helpers.
+
+The tasks themselves run end to end on trained digits checkpoints in tests/tasks/.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from lfbm_lightning.data.readers import DatasetFilesMissing
+from lfbm_lightning.evaluation import (
+    build_datamodule,
+    evaluate,
+    load_model,
+    markdown_table,
+    resolve_device,
+)
+from lfbm_lightning.tasks import TASKS
+from lfbm_lightning.tasks.common import relocate
+from lfbm_lightning.tasks.inception import dataset_fingerprint
+from tests.conftest import compose_config, run_entry_point
+
+
+def test_defaults_follow_the_protocols(tmp_path):
+    cfg = compose_config(["ckpt_path=x.ckpt", "task=synthesis"], tmp_path, "evaluate")
+    assert set(TASKS) == {"synthesis", "reconstruction", "inpainting", "anomaly", "recovery"}
+    assert cfg.synthesis.n_samples == 50_000 and cfg.metrics.reference_images is None
+    assert str(cfg.metrics.feature_layer) == "2048"
+    assert (cfg.inpainting.n_steps, cfg.inpainting.step_size) == (400, 0.002)
+    assert cfg.inpainting.box is None and cfg.inpainting.n_restarts > 1
+    assert cfg.anomaly.n_steps == 400
+    assert cfg.reconstruction.n_steps is None  # the checkpoint's inference.eval_steps (20 K)
+    assert cfg.paths.data_dir is None  # the checkpoint's data directory
+
+
+def test_missing_inception_weights_fail_at_once_naming_the_setting(tmp_path):
+    env = {"TORCH_HOME": str(tmp_path / "torch_home"), "LFBM_INCEPTION_WEIGHTS": ""}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        start = time.monotonic()
+        # the checkpoint does not even exist: the weights are checked before anything else
+        result = run_entry_point(
+            "evaluate.py",
+            ["ckpt_path=/nonexistent.ckpt", "task=synthesis", f"hydra.run.dir={tmp_path}/out"],
+        )
+        elapsed = time.monotonic() - start
+    assert result.returncode != 0
+    assert "InceptionWeightsMissing" in result.stderr
+    assert "metrics.inception_weights" in result.stderr
+    assert "metrics.allow_download=true" in result.stderr
+    assert elapsed < 60, elapsed  # interpreter start and imports only (~8 s)
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_unknown_task_and_missing_checkpoint_are_named(tmp_path):
+    cfg = compose_config(["ckpt_path=x.ckpt", "task=denoising"], tmp_path, "evaluate")
+    with pytest.raises(ValueError, match="synthesis.*recovery.*got 'denoising'"):
+        evaluate(cfg)
+    with pytest.raises(FileNotFoundError, match="ckpt_path='/no/such.ckpt'"):
+        load_model("/no/such.ckpt", torch.device("cpu"))
+
+
+def test_relocate_moves_paths_under_the_old_directory_only():
+    config = {
+        "root": "/old/data",
+        "nested": {"files": ["/old/data/a.bin", "/old/database/b.bin"]},
+        "batch_size": 100,
+    }
+    assert relocate(config, "/old/data/", "/new") == {
+        "root": "/new",
+        "nested": {"files": ["/new/a.bin", "/old/database/b.bin"]},
+        "batch_size": 100,
+    }
+
+
+def mnist_run_config(data_dir: str, **changes) -> dict:
+    dataset = {
+        "_target_": "lfbm_lightning.data.mnist.MNISTDataModule",
+        "root": data_dir,
+        "channels": 1,
+        "image_size": 28,
+        "holdout_digit": 1,
+        "batch_size": 100,
+        "num_workers": 0,
+    }
+    return {"dataset": dataset | changes, "paths": {"data_dir": data_dir}}
+
+
+def test_data_dir_override_reaches_the_data_module(tmp_path):
+    run_config = mnist_run_config("/machine/that/trained")
+    with pytest.raises(DatasetFilesMissing, match="/machine/that/trained"):
+        build_datamodule(run_config, None)
+    with pytest.raises(DatasetFilesMissing) as excinfo:
+        build_datamodule(run_config, str(tmp_path))
+    assert str(tmp_path) in str(excinfo.value)
+    assert "paths.data_dir" in str(excinfo.value)
+
+
+def test_reference_cache_key_ignores_location_and_loader_settings_only():
+    base = mnist_run_config("/a")
+    key = dataset_fingerprint(base["dataset"], "/a")
+    moved = mnist_run_config("/b", batch_size=500, num_workers=4)
+    assert dataset_fingerprint(moved["dataset"], "/b") == key
+    other_digit = mnist_run_config("/a", holdout_digit=4)
+    assert dataset_fingerprint(other_digit["dataset"], "/a") != key
+
+
+def test_markdown_table_formats_numbers_and_notes_the_mse_scale():
+    table = markdown_table({"task": "reconstruction", "mse": 0.0123456789, "n_images": 5}, "t")
+    assert "| mse | 0.0123457 |" in table and "| n_images | 5 |" in table
+    assert "[-1, 1] scale" in table
+    assert "scale" not in markdown_table({"auprc": 0.5}, "t")
+
+
+def test_auto_device_is_cuda_only_when_available():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
