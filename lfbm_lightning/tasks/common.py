@@ -80,9 +80,10 @@ def device_batches(
 def chain_settings(
     model: LatentPriorModel, n_steps: int | None, step_size: float | None
 ) -> tuple[int, float]:
-    """Noise-free Langevin settings; null falls back to the checkpoint's ``inference.eval_steps``
-    (20 x K) and ``inference.eval_step_size``."""
-    n_steps = model.inference_cfg["eval_steps"] if n_steps is None else int(n_steps)
+    """Noise-free Langevin settings; null falls back to the checkpoint's evaluation chain
+    (``inference.eval_steps`` = 20 x K, or ``eval_refine_steps`` from the encoder's mean for
+    an amortised model) and ``inference.eval_step_size``."""
+    n_steps = model.eval_chain_steps if n_steps is None else int(n_steps)
     step_size = model.inference_cfg["eval_step_size"] if step_size is None else float(step_size)
     return n_steps, step_size
 
