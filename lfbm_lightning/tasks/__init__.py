@@ -14,7 +14,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lfbm_lightning.tasks import anomaly, inpainting, reconstruction, recovery, synthesis
+from lfbm_lightning.tasks import (
+    anomaly,
+    inpainting,
+    likelihood,
+    reconstruction,
+    recovery,
+    synthesis,
+)
 
 Task = Callable[[Any, Any, DictConfig, Path], dict[str, Any]]
 
@@ -24,6 +31,7 @@ TASKS: dict[str, Task] = {
     "inpainting": inpainting.run,
     "anomaly": anomaly.run,
     "recovery": recovery.run,
+    "likelihood": likelihood.run,
 }
 
 __all__ = ["TASKS", "Task"]

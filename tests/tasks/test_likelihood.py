@@ -1,0 +1,199 @@
+"""task=likelihood: the whole estimator (chains, Laplace proposal, importance sampling, the EBM's
+log Z) against closed-form answers, and end to end through evaluate.py on a synthetic checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.tasks import likelihood
+from tests.conftest import compose_config, run_entry_point
+from tests.tasks.conftest import train_checkpoint
+from tests.tasks.helpers import read_rows
+
+D, LATENT, SIGMA = 12, 3, 0.25  # 2 pi sigma^2 far from 1: the normaliser matters
+SETTINGS = OmegaConf.create(
+    {
+        "n_samples": 1000,
+        "n_chains": 3,
+        "n_steps": 300,
+        "step_size": 0.05,
+        "noise": False,
+        "inflation": 1.5,
+        "df": 5,
+        "defensive_weight": 0.1,
+        "chunk": 250,
+        "log_z_samples": 400_000,
+        "max_log_z_se": 0.05,
+    }
+)
+
+
+def linear_model(prior: dict) -> LatentPriorModel:
+    """A LatentPriorModel whose generator is x = W z + b (a Linear layer, images (B, D))."""
+    config = {
+        "seed": 0,
+        "prior": prior,
+        "generator": {"_target_": "torch.nn.Linear", "in_features": LATENT, "out_features": D},
+        "model": {"sigma": SIGMA},
+        "inference": {"n_steps": 20, "step_size": 0.1, "eval_steps": 300, "eval_step_size": 0.1},
+    }
+    model = LatentPriorModel(config)
+    rng = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.generator.weight.copy_(torch.randn(D, LATENT, generator=rng))
+        model.generator.bias.copy_(0.3 * torch.randn(D, generator=rng))
+    return model.eval()
+
+
+def analytic_log_px(model: LatentPriorModel, x: torch.Tensor, prior_mean: torch.Tensor):
+    """z ~ N(m, I), x = W z + b + sigma eps: log p(x) = log N(x; W m + b, W W^T + sigma^2 I)."""
+    weight, bias = model.generator.weight.double(), model.generator.bias.double()
+    cov = weight @ weight.T + SIGMA**2 * torch.eye(D, dtype=torch.float64)
+    mean = weight @ prior_mean.double() + bias
+    return torch.distributions.MultivariateNormal(mean, cov).log_prob(x.double())
+
+
+def draw(model: LatentPriorModel, n: int, prior_mean: torch.Tensor) -> torch.Tensor:
+    rng = torch.Generator().manual_seed(1)
+    z = prior_mean + torch.randn(n, LATENT, generator=rng)
+    with torch.no_grad():
+        return model.generator(z) + SIGMA * torch.randn(n, D, generator=rng)
+
+
+def check_estimate(estimate, truth: torch.Tensor, log_z_se: float = 0.0) -> None:
+    error = estimate.log_px.double() - truth
+    allowed = 4 * torch.sqrt(estimate.mc_se.double() ** 2 + log_z_se**2)
+    assert (estimate.ess < SETTINGS.n_samples).all()  # the proposal is not the posterior
+    assert (error.abs() < allowed).all(), (error, allowed)
+
+
+def test_linear_gaussian_model_matches_the_analytic_log_px():
+    model = linear_model({"_target_": "lfbm_lightning.priors.GaussianPrior", "latent_dim": 3})
+    x = draw(model, 16, torch.zeros(LATENT))
+    rng = torch.Generator().manual_seed(2)
+    assert likelihood.prior_log_normalizer(model, SETTINGS, rng) is None
+    estimate = likelihood.image_log_likelihood(model, x, SETTINGS, rng)
+    check_estimate(estimate, analytic_log_px(model, x, torch.zeros(LATENT)))
+
+
+def test_ebm_prior_is_normalised_with_its_estimated_log_z():
+    # E_a(z) = a . z tilts N(0, I) into N(-a, I), with log Z = |a|^2 / 2
+    tilt = torch.tensor([0.8, -0.5, 0.3])
+    energy_net = {
+        "_target_": "torch.nn.Sequential",
+        "_args_": [
+            {"_target_": "torch.nn.Linear", "in_features": LATENT, "out_features": 1},
+            {"_target_": "torch.nn.Flatten", "start_dim": 0},
+        ],
+    }
+    model = linear_model(
+        {
+            "_target_": "lfbm_lightning.priors.EnergyPrior",
+            "latent_dim": 3,
+            "energy_net": energy_net,
+        }
+    )
+    with torch.no_grad():
+        model.prior.energy_net[0].weight.copy_(tilt.unsqueeze(0))
+        model.prior.energy_net[0].bias.zero_()
+    rng = torch.Generator().manual_seed(3)
+    normalizer = likelihood.prior_log_normalizer(model, SETTINGS, rng)
+    assert abs(normalizer.log_z - float(tilt.pow(2).sum()) / 2) < 4 * normalizer.se
+    x = draw(model, 12, -tilt)
+    estimate = likelihood.image_log_likelihood(model, x, SETTINGS, rng, normalizer.log_z)
+    check_estimate(estimate, analytic_log_px(model, x, -tilt), normalizer.se)
+    without = likelihood.image_log_likelihood(model, x, SETTINGS, rng)  # log Z left out
+    assert (without.log_px - estimate.log_px).mean() > 0.3  # |a|^2 / 2 = 0.49 nats
+
+
+def synthetic_setup(tmp_path: Path, prior: str, overrides: list[str]):
+    cfg = compose_config(
+        [
+            "dataset=synthetic",
+            f"prior={prior}",
+            "dataset.n_train=20",
+            "dataset.n_val=10",
+            "dataset.n_test=30",
+            "dataset.reference_samples=20000",
+        ],
+        tmp_path,
+    )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    datamodule = instantiate(config["dataset"])
+    datamodule.setup()
+    eval_cfg = compose_config(
+        ["ckpt_path=x.ckpt", "task=likelihood", "progress=false", *overrides], tmp_path, "evaluate"
+    )
+    return LatentPriorModel(config).eval(), datamodule, eval_cfg
+
+
+def test_untrained_ebm_log_z_matches_quadrature_and_too_uncertain_is_unavailable(tmp_path):
+    torch.manual_seed(0)
+    model, datamodule, cfg = synthetic_setup(
+        tmp_path, "ebm", ["likelihood.n_examples=10", "likelihood.n_samples=64"]
+    )
+    results = likelihood.run(model, datamodule, cfg, tmp_path)
+    # d = 2: Z = int exp(-E_a(z)) N(z; 0, I) dz on a grid of cells of side h
+    h = 0.02
+    axis = torch.arange(-7 + h / 2, 7, h)
+    z = torch.cartesian_prod(axis, axis)
+    with torch.no_grad():
+        log_integrand = model.prior.log_prob(z).double()
+    quadrature = float(torch.logsumexp(log_integrand, 0)) + 2 * math.log(h)
+    assert abs(results["log_z"] - quadrature) < 4 * results["log_z_se"] + 1e-4
+    assert results["log_px_mean"] is not None and "Monte-Carlo" in results["prior_normalizer"]
+
+    cfg.likelihood.max_log_z_se = 1e-6
+    unavailable = likelihood.run(model, datamodule, cfg, tmp_path)
+    assert unavailable["log_px_mean"] is None and unavailable["bpd_mean"] is None
+    assert "max_log_z_se" in unavailable["log_px_unavailable"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Flow prior on the synthetic images, 3 short epochs."""
+    out = tmp_path_factory.mktemp("synthetic_flow")
+    return train_checkpoint(
+        out,
+        ["dataset=synthetic", "dataset.n_train=400", "dataset.n_test=40", "trainer.max_epochs=3"],
+    )
+
+
+@pytest.mark.slow
+def test_evaluate_likelihood_end_to_end(synthetic_ckpt, tmp_path):
+    out = tmp_path / "eval"
+    result = run_entry_point(
+        "evaluate.py",
+        [
+            f"ckpt_path={synthetic_ckpt}",
+            "task=likelihood",
+            f"hydra.run.dir={out}",
+            "likelihood.n_samples=128",
+            "likelihood.n_steps=50",
+            "progress=false",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = read_rows(out / "per_example.csv")
+    assert metrics["n_images"] == len(rows) == 40 and metrics["dimension"] == 64
+    mean = sum(r["log_px"] for r in rows) / len(rows)
+    assert metrics["log_px_mean"] == pytest.approx(mean)
+    assert metrics["bpd_mean"] == pytest.approx(-mean / (64 * math.log(2)))
+    assert metrics["prior_normalizer"].startswith("exact")
+    # no model beats the true one in expectation; 3 short epochs leave it far below
+    assert metrics["gap_mean"] > 1.0 and metrics["gap_mean"] > 4 * metrics["gap_se"]
+    assert metrics["true_log_px_mean"] - metrics["log_px_mean"] == pytest.approx(
+        metrics["gap_mean"]
+    )
+    assert 1 <= metrics["ess_min"] <= metrics["ess_mean"] <= 128
+    assert "likelihood" in (out / "results.md").read_text()
