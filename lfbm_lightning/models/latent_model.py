@@ -71,6 +71,8 @@ class LatentPriorModel(pl.LightningModule):
         model_cfg = config["model"]
         self.sigma = float(model_cfg["sigma"])
         self.inference_cfg = config["inference"]
+        if self.inference_cfg.get("channels_last", False):  # benchmarks/README.md
+            self.generator.to(memory_format=torch.channels_last)
         encoder_cfg = self.inference_cfg.get("encoder")
         self.encoder: torch.nn.Module | None = instantiate(encoder_cfg) if encoder_cfg else None
         self.persistent = bool(self.inference_cfg.get("persistent", False))
@@ -155,8 +157,18 @@ class LatentPriorModel(pl.LightningModule):
                 z0 = self.encode(x, mask)[0]
         elif z0 is None:
             z0 = torch.randn(x.shape[0], self.latent_dim, generator=rng, device=x.device)
-        energy = posterior_energy_fn(x, self.generator, self.prior, self.sigma, mask)
-        return langevin(z0, energy, n_steps, step_size, noise=noise, rng=rng)
+        autocast = self.inference_cfg.get("autocast")  # fast-step options: benchmarks/README.md
+        energy = posterior_energy_fn(
+            x,
+            self.generator,
+            self.prior,
+            self.sigma,
+            mask,
+            autocast_dtype=getattr(torch, autocast) if autocast else None,
+            compile=self.inference_cfg.get("compile", False),
+        )
+        frozen = (self.generator, self.prior)
+        return langevin(z0, energy, n_steps, step_size, noise=noise, rng=rng, frozen=frozen)
 
     def reconstruct(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, n_steps: int | None = None

@@ -37,8 +37,10 @@ class ActNorm(nn.Module):
 class InvertibleLinear(nn.Module):
     """A full invertible d x d linear map y = z W^T, W initialised to a random orthogonal matrix.
 
-    log|det dy/dz| = log|det W|, computed in float64 for accuracy (slogdet of a d x d matrix,
-    negligible next to the generator).
+    log|det dy/dz| = log|det W|, computed in float64 for accuracy. W changes only when the
+    optimizer steps, so when no gradient has to flow to W (under ``torch.no_grad``, or while a
+    Langevin chain holds the parameters frozen) the value is cached until W changes; with a
+    gradient to W it is recomputed, so its gradient is exactly slogdet's.
 
     Args:
         dim: number of features d.
@@ -48,10 +50,26 @@ class InvertibleLinear(nn.Module):
         super().__init__()
         q, _ = torch.linalg.qr(torch.randn(dim, dim))
         self.weight = nn.Parameter(q)
+        self._log_det_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _slogdet(self) -> torch.Tensor:
+        return torch.linalg.slogdet(self.weight.double())[1].to(self.weight.dtype)
 
     def log_abs_det(self) -> torch.Tensor:
-        """log|det W| as a 0-d tensor in the weight's dtype."""
-        return torch.linalg.slogdet(self.weight.double())[1].to(self.weight.dtype)
+        """log|det W| as a 0-d tensor in the weight's dtype.
+
+        Cached while W needs no gradient. The cache key is W's storage, dtype and autograd
+        version counter, which every in-place update of W bumps (optimizer steps,
+        ``load_state_dict``); only writes through ``weight.data`` would bypass it.
+        """
+        w = self.weight
+        if (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
+            return self._slogdet()
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if self._log_det_cache is None or self._log_det_cache[0] != key:
+            with torch.no_grad():
+                self._log_det_cache = (key, self._slogdet())
+        return self._log_det_cache[1]
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return z @ self.weight.T, self.log_abs_det().expand(z.shape[0])
