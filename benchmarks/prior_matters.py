@@ -208,9 +208,11 @@ def verdict(scores: dict[str, list[dict]]) -> list[str]:
             1 if c.higher_is_better else -1
         )
         spread = max(mean_std(flow)[1], mean_std(gauss)[1])
+        against = (
+            f" = {margin / spread:.1f} × the larger seed standard deviation" if spread > 0 else ""
+        )
         out.append(
-            f"- {c.header}: flow better than Gaussian by {margin * c.scale:.{c.digits}f} "
-            f"= {margin / spread:.1f} × the larger seed standard deviation"
+            f"- {c.header}: flow better than Gaussian by {margin * c.scale:.{c.digits}f}{against}"
         )
     gap = {p: statistics.mean(r["gap"] for r in scores[p]) for p in ("flow", "gaussian")}
     out.append(

@@ -26,7 +26,14 @@ from tests.conftest import compose_config, run_entry_point
 
 def test_defaults_follow_the_protocols(tmp_path):
     cfg = compose_config(["ckpt_path=x.ckpt", "task=synthesis"], tmp_path, "evaluate")
-    assert set(TASKS) == {"synthesis", "reconstruction", "inpainting", "anomaly", "recovery"}
+    assert set(TASKS) == {
+        "synthesis",
+        "reconstruction",
+        "inpainting",
+        "anomaly",
+        "recovery",
+        "likelihood",
+    }
     assert cfg.synthesis.n_samples == 50_000 and cfg.metrics.reference_images is None
     assert str(cfg.metrics.feature_layer) == "2048"
     assert (cfg.inpainting.n_steps, cfg.inpainting.step_size) == (400, 0.002)

@@ -49,7 +49,10 @@ def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, sigma: float) -
 
 
 def gauss_newton_precision(
-    decoder: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, sigma: float
+    decoder: Callable[[torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    sigma: float,
+    chunk: int = 256,
 ) -> torch.Tensor:
     """Posterior precision of N(0, I) prior and Gaussian likelihood, linearised at each z.
 
@@ -62,6 +65,7 @@ def gauss_newton_precision(
         decoder: maps z (n, d) to outputs (n, ...), e.g. images (n, C, H, W).
         z: points (N, d).
         sigma: the likelihood's standard deviation.
+        chunk: points whose Jacobians (chunk, D, d) are held at once.
 
     Returns:
         Lambda, shape (N, d, d).
@@ -70,9 +74,13 @@ def gauss_newton_precision(
     def flat(z_one: torch.Tensor) -> torch.Tensor:
         return decoder(z_one.unsqueeze(0)).flatten()
 
-    jacobian = torch.func.vmap(torch.func.jacfwd(flat))(z.detach())  # (N, D, d)
+    jacobian_fn = torch.func.vmap(torch.func.jacfwd(flat))
     eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
-    return jacobian.transpose(1, 2) @ jacobian / sigma**2 + eye
+    parts = []
+    for points in z.detach().split(chunk):
+        jacobian = jacobian_fn(points)  # (n, D, d)
+        parts.append(jacobian.transpose(1, 2) @ jacobian / sigma**2 + eye)
+    return torch.cat(parts)
 
 
 @dataclass
