@@ -131,8 +131,8 @@ def test_compiled_energy_gives_the_same_gradient():
     assert torch.allclose(e_c, e_ref, rtol=1e-5) and torch.allclose(g_c, g_ref, atol=1e-4)
 
 
-def test_fast_recipe_and_step_options_compose_and_run(compose_cfg):
-    cfg = compose_cfg(["inference=fast", "inference.autocast=bfloat16"])
+def test_step_options_compose_and_run(compose_cfg):
+    cfg = compose_cfg(["inference.autocast=bfloat16"])
     config = resolved_config(cfg)
     model = LatentPriorModel(config)
     assert config["inference"]["channels_last"]
