@@ -10,6 +10,7 @@ Examples:
     python evaluate.py ckpt_path=... task=synthesis metrics.inception_weights=/path/weights.pth
     python evaluate.py ckpt_path=... task=inpainting inpainting.box=[2,2,4,4]
     python evaluate.py ckpt_path=... task=recovery paths.data_dir=/data/moved/here
+    python evaluate.py ckpt_path=... task=reconstruction devices=4   # 4 GPUs share the work
 """
 
 import hydra

@@ -28,7 +28,8 @@ class FIDCallback(pl.Callback):
     run's random state untouched. The training-set statistics are computed at the first
     evaluation and cached in ``stats_dir`` (shared with ``evaluate.py task=synthesis``). The
     Inception weights are looked up when training starts, so a missing file fails at once.
-    Only rank 0 computes.
+    Under DDP every rank draws and features its share of the samples; rank 0 computes the
+    training-set statistics and logs.
 
     Args:
         every_n_epochs: period in epochs; 0 switches the callback off.
@@ -86,20 +87,22 @@ class FIDCallback(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
-        if self.inception is None or epoch % self.every_n_epochs or not trainer.is_global_zero:
+        if self.inception is None or epoch % self.every_n_epochs:
             return
         was_training = pl_module.training
         pl_module.eval()
-        with seeded_rng(self.seed, pl_module.device):
-            reference = training_reference_stats(
-                pl_module.config,
-                trainer.datamodule.splits["train"],
-                self.stats_dir,
-                self.inception,
-                self.reference_images,
-            )
-            batch_size = self.inception.batch_size
-            samples = sample_stats(pl_module, self.n_samples, batch_size, self.inception)
+        batch_size = self.inception.batch_size  # every rank draws and features its share
+        samples = sample_stats(pl_module, self.n_samples, batch_size, self.inception, self.seed)
         pl_module.train(was_training)
-        fid = frechet_distance(samples, reference)
-        pl_module.log("val/fid", fid, rank_zero_only=True)
+        if trainer.is_global_zero:
+            # (a DataLoader draws its base seed from torch's RNG: keep the run's state)
+            with seeded_rng(self.seed, pl_module.device):
+                reference = training_reference_stats(
+                    pl_module.config,
+                    trainer.datamodule.splits["train"],
+                    self.stats_dir,
+                    self.inception,
+                    self.reference_images,
+                )
+            fid = frechet_distance(samples, reference)
+            pl_module.log("val/fid", fid, rank_zero_only=True)

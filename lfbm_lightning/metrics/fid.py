@@ -198,11 +198,13 @@ def _num_images(images: Tensor | Iterable) -> int | None:
     return len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
 
 
-class _MomentAccumulator:
+class FeatureMoments:
     """Streaming first and second moments of feature rows, in float64.
 
     ``mu = s1 / n`` and ``sigma = (s2 - n mu mu^T) / (n - 1)`` with ``s1 = sum_i f_i`` and
-    ``s2 = sum_i f_i f_i^T``: memory is ``O(D^2)`` whatever the number of images.
+    ``s2 = sum_i f_i f_i^T``: memory is ``O(D^2)`` whatever the number of images. Moments of
+    disjoint sets of images add up (:meth:`merge`), so ranks can each feature their share of
+    the images and pool the sums.
     """
 
     def __init__(self) -> None:
@@ -211,6 +213,7 @@ class _MomentAccumulator:
         self.s2: Tensor | None = None
 
     def update(self, features: Tensor) -> None:
+        """Add feature rows ``(B, D)``."""
         f = features.detach().to("cpu", torch.float64)
         if self.s1 is None:
             self.s1 = torch.zeros(f.shape[1], dtype=torch.float64)
@@ -219,7 +222,19 @@ class _MomentAccumulator:
         self.s2 += f.T @ f
         self.n += f.shape[0]
 
+    def merge(self, other: FeatureMoments) -> FeatureMoments:
+        """Add the moments of another, disjoint set of images (in place; returns self)."""
+        if other.s1 is not None:
+            if self.s1 is None:
+                self.s1, self.s2 = other.s1.clone(), other.s2.clone()
+            else:
+                self.s1 += other.s1
+                self.s2 += other.s2
+            self.n += other.n
+        return self
+
     def stats(self) -> FeatureStats:
+        """Mean and unbiased covariance of every row added."""
         if self.n < 2:
             raise ValueError(f"FID statistics need at least 2 images, got {self.n}")
         mu = self.s1 / self.n
@@ -228,6 +243,33 @@ class _MomentAccumulator:
 
 
 @torch.no_grad()
+def compute_feature_moments(
+    images: Tensor | Iterable,
+    weights_path: str | None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    feature_layer: str = "2048",
+    progress: bool = True,
+) -> FeatureMoments:
+    """Moments of the Inception features of a set of images (arguments as in
+    :func:`compute_feature_stats`); an empty iterable gives empty moments (``n = 0``)."""
+    extractor = _feature_extractor(weights_path, feature_layer).to(device)
+    moments = FeatureMoments()
+    with tqdm(
+        total=_num_images(images),
+        desc=f"Inception features ({feature_layer})",
+        unit="img",
+        disable=not progress,
+        delay=_PROGRESS_DELAY_S,
+        leave=False,
+    ) as bar:
+        for batch in _batches(images, batch_size):
+            (features,) = extractor(to_uint8_rgb(batch.to(device)))
+            moments.update(features)
+            bar.update(batch.shape[0])
+    return moments
+
+
 def compute_feature_stats(
     images: Tensor | Iterable,
     weights_path: str | None,
@@ -253,21 +295,9 @@ def compute_feature_stats(
     Returns:
         :class:`FeatureStats` with ``mu (D,)`` and ``sigma (D, D)``, ``D = int(feature_layer)``.
     """
-    extractor = _feature_extractor(weights_path, feature_layer).to(device)
-    moments = _MomentAccumulator()
-    with tqdm(
-        total=_num_images(images),
-        desc=f"Inception features ({feature_layer})",
-        unit="img",
-        disable=not progress,
-        delay=_PROGRESS_DELAY_S,
-        leave=False,
-    ) as bar:
-        for batch in _batches(images, batch_size):
-            (features,) = extractor(to_uint8_rgb(batch.to(device)))
-            moments.update(features)
-            bar.update(batch.shape[0])
-    return moments.stats()
+    return compute_feature_moments(
+        images, weights_path, batch_size, device, feature_layer, progress
+    ).stats()
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,11 +28,15 @@ from lfbm_lightning.metrics.anomaly import anomaly_report
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.models.energy import reconstruction_energy
 from lfbm_lightning.tasks.common import (
+    all_rows,
     chain_settings,
     device_batches,
     example_loader,
+    is_writer,
+    rank_share,
     reconstruct,
     split_examples,
+    start_latents,
     write_csv,
 )
 
@@ -71,7 +75,8 @@ def plot_pr_curve(
 def run(
     model: LatentPriorModel, datamodule: ImageDataModule, cfg: DictConfig, out_dir: Path
 ) -> dict[str, Any]:
-    """Score every selected test image; write ``per_example.csv`` and ``pr_curve.png``.
+    """Score every selected test image (each rank its share); write ``per_example.csv`` and
+    ``pr_curve.png``.
 
     Returns:
         ``holdout_digit``, ``split``, ``n_steps``, ``step_size`` and the
@@ -83,10 +88,11 @@ def run(
     dataset = split_examples(datamodule, settings.split, settings.n_examples, cfg.seed)
     n_steps, step_size = chain_settings(model, settings.n_steps, settings.step_size)
     rows: list[dict[str, Any]] = []
-    loader = example_loader(datamodule, dataset, cfg)
+    loader = example_loader(datamodule, rank_share(dataset), cfg)
     for batch in device_batches(loader, model.device, "anomaly scores", cfg.progress):
         x = batch["image"]
-        x_hat, z = reconstruct(model, x, n_steps, step_size)
+        z0 = start_latents(model, batch["index"], cfg.seed)
+        x_hat, z = reconstruct(model, x, n_steps, step_size, z0=z0)
         with torch.no_grad():
             energy = reconstruction_energy(x, x_hat, model.sigma).tolist()
             log_prior = model.prior.log_prob(z).tolist()
@@ -100,11 +106,13 @@ def run(
                     "log_prior": log_prior[i],
                 }
             )
-    write_csv(rows, out_dir / "per_example.csv")
+    rows = all_rows(rows)
     scores = torch.tensor([r["score"] for r in rows], dtype=torch.float64)
     labels = torch.tensor([r["label"] for r in rows])
     report = anomaly_report(scores, labels)
-    plot_pr_curve(scores, labels, report, digit, out_dir / "pr_curve.png")
+    if is_writer():
+        write_csv(rows, out_dir / "per_example.csv")
+        plot_pr_curve(scores, labels, report, digit, out_dir / "pr_curve.png")
     return {
         "holdout_digit": digit,
         "split": settings.split,

@@ -2,6 +2,13 @@
 
 Every task runs batched on the model's device in eval mode; images are (B, C, H, W) in
 [-1, 1] and masks (B, 1, H, W) with 1 = observed, as in :mod:`lfbm_lightning.data.datasets`.
+
+**Several ranks** (``evaluate.py devices=N``, :mod:`lfbm_lightning.distributed`): each rank
+takes its share of the examples (:func:`rank_share`), scores them, and :func:`all_rows` brings
+every rank's per-example rows to every rank, in example order; only rank 0 writes files
+(:func:`is_writer`), and figures show rank 0's first examples. A chain's start depends only on
+(seed, example index) (:func:`start_latents`), so the scores do not depend on the number of
+ranks or the batch size.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from tqdm.auto import tqdm
 
 from lfbm_lightning.callbacks.images import save_grid
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.distributed import gather_lists, rank_and_world_size, shard_indices
 from lfbm_lightning.models import LatentPriorModel
 
 
@@ -56,6 +64,40 @@ def split_examples(
     if split not in datamodule.splits:
         raise ValueError(f"split must be one of {sorted(datamodule.splits)}, got {split!r}")
     return select_examples(datamodule.splits[split], n_examples, seed)
+
+
+def rank_share(dataset: Dataset) -> Dataset:
+    """This rank's examples: items ``rank, rank + W, ...`` of ``dataset`` (all of them in one
+    process), in order."""
+    indices = shard_indices(len(dataset))
+    return dataset if len(indices) == len(dataset) else Subset(dataset, list(indices))
+
+
+def all_rows(rows: Sequence[dict[str, Any]], key: Sequence[str] = ("index",)) -> list[dict]:
+    """Every rank's per-example rows, on every rank, sorted by ``key`` (example order)."""
+    return sorted(gather_lists(rows), key=lambda row: tuple(row[k] for k in key))
+
+
+def is_writer() -> bool:
+    """Whether this process writes the task's files (rank 0, or the only process)."""
+    return rank_and_world_size()[0] == 0
+
+
+def start_latents(
+    model: LatentPriorModel, indices: torch.Tensor, seed: int
+) -> torch.Tensor | None:
+    """Chain starts z0 (B, d) ~ N(0, I), row i drawn from a generator seeded with
+    (``seed``, ``indices[i]``): the same start for an example whatever its batch or rank.
+
+    None for a model with an encoder: its chains start at the encoder's mean.
+    """
+    if model.encoder is not None:
+        return None
+    rows = []
+    for index in indices.tolist():
+        rng = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
+        rows.append(torch.randn(model.latent_dim, generator=rng))
+    return torch.stack(rows).to(model.device)
 
 
 def example_loader(datamodule: ImageDataModule, dataset: Dataset, cfg: DictConfig) -> DataLoader:

@@ -22,9 +22,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lfbm_lightning.distributed import gather_lists, shard_indices
 from lfbm_lightning.metrics.fid import (
+    FeatureMoments,
     FeatureStats,
-    compute_feature_stats,
+    compute_feature_moments,
     reference_stats,
     resolve_inception_weights,
 )
@@ -73,9 +75,9 @@ class InceptionSettings:
             progress=progress,
         )
 
-    def stats(self, images: torch.Tensor | Iterable[torch.Tensor]) -> FeatureStats:
-        """Feature statistics of images (N, C, H, W) in [-1, 1], or of an iterable of batches."""
-        return compute_feature_stats(
+    def moments(self, images: torch.Tensor | Iterable[torch.Tensor]) -> FeatureMoments:
+        """Feature moments of images (N, C, H, W) in [-1, 1], or of an iterable of batches."""
+        return compute_feature_moments(
             images,
             self.weights,
             batch_size=self.batch_size,
@@ -83,6 +85,19 @@ class InceptionSettings:
             feature_layer=self.feature_layer,
             progress=self.progress,
         )
+
+    def stats(self, images: torch.Tensor | Iterable[torch.Tensor]) -> FeatureStats:
+        """Feature statistics of images (N, C, H, W) in [-1, 1], or of an iterable of batches."""
+        return self.moments(images).stats()
+
+
+def pooled_stats(moments: FeatureMoments) -> FeatureStats:
+    """Statistics of the images of every rank, from each rank's moments (a collective: every
+    rank calls it); in one process, the statistics of ``moments``."""
+    pooled = FeatureMoments()
+    for part in gather_lists([moments]):
+        pooled.merge(part)
+    return pooled.stats()
 
 
 def dataset_fingerprint(dataset_cfg: Mapping[str, Any], data_dir: str | None) -> str:
@@ -178,7 +193,25 @@ def sample_batches(
 
 
 def sample_stats(
-    model: LatentPriorModel, n_samples: int, batch_size: int, inception: InceptionSettings
+    model: LatentPriorModel,
+    n_samples: int,
+    batch_size: int,
+    inception: InceptionSettings,
+    seed: int,
 ) -> FeatureStats:
-    """Statistics of ``n_samples`` decoded prior samples, streamed (never all in memory)."""
-    return inception.stats(sample_batches(model, n_samples, batch_size))
+    """Statistics of ``n_samples`` decoded prior samples, streamed (never all in memory) and
+    shared out over the ranks (a collective: every rank calls it).
+
+    Batch b of the ``ceil(n_samples / batch_size)`` batches is drawn by rank ``b % W`` under
+    torch's RNG seeded with (``seed``, b) (the caller's RNG state is left alone), so the
+    samples, and the statistics up to float rounding, do not depend on the number of ranks.
+    """
+    sizes = [min(batch_size, n_samples - start) for start in range(0, n_samples, batch_size)]
+
+    def my_batches() -> Iterator[torch.Tensor]:
+        for b in shard_indices(len(sizes)):
+            with seeded_rng(int(seed) * 1_000_003 + b, model.device):
+                images = model.sample_images(sizes[b])
+            yield images
+
+    return pooled_stats(inception.moments(my_batches()))

@@ -24,8 +24,11 @@ from lfbm_lightning.metrics.reconstruction import per_image_mse
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.common import (
     FirstImages,
+    all_rows,
     device_batches,
     example_loader,
+    is_writer,
+    rank_share,
     reconstruct,
     save_rows,
     split_examples,
@@ -79,7 +82,8 @@ def box_mask(height: int, width: int, box: tuple[int, int, int, int]) -> torch.T
 def run(
     model: LatentPriorModel, datamodule: ImageDataModule, cfg: DictConfig, out_dir: Path
 ) -> dict[str, Any]:
-    """Inpaint every selected image from ``n_restarts`` prior samples.
+    """Inpaint every selected image from ``n_restarts`` prior samples (each rank its share of
+    the images, drawing from its own seeded stream).
 
     Writes ``per_example.csv`` (one row per image and restart) and ``inpainting.png`` (one
     column per image; rows: original, masked input, then one row per restart).
@@ -97,7 +101,7 @@ def run(
     observed = box_mask(size, size, box).to(model.device)
     rows: list[dict[str, Any]] = []
     shown = FirstImages(settings.figure_examples)
-    loader = example_loader(datamodule, dataset, cfg)
+    loader = example_loader(datamodule, rank_share(dataset), cfg)
     for batch in device_batches(loader, model.device, "inpainting", cfg.progress):
         x = batch["image"]
         mask = observed.expand(x.shape[0], -1, -1, -1)
@@ -117,8 +121,10 @@ def run(
                 rows.append(row | {name: s[i] for name, s in zip(SCORES, scores, strict=True)})
             fills.append(filled)
         shown.add(x, with_hole(x, mask), *fills)
-    write_csv(rows, out_dir / "per_example.csv")
-    save_rows(shown.streams(), out_dir / "inpainting.png")
+    rows = all_rows(rows, key=("index", "restart"))
+    if is_writer():
+        write_csv(rows, out_dir / "per_example.csv")
+        save_rows(shown.streams(), out_dir / "inpainting.png")
     means = {name: sum(r[name] for r in rows) / len(rows) for name in SCORES}
     return {
         "split": split,

@@ -45,6 +45,7 @@ import torch
 from omegaconf import DictConfig
 
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.distributed import rank_and_world_size
 from lfbm_lightning.inference.importance import (
     ImportanceEstimate,
     LogNormalizer,
@@ -57,8 +58,11 @@ from lfbm_lightning.inference.importance import (
 )
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.common import (
+    all_rows,
     device_batches,
     example_loader,
+    is_writer,
+    rank_share,
     split_examples,
     write_csv,
 )
@@ -250,9 +254,12 @@ def run(
         return results | dict.fromkeys(SUMMARY_KEYS) | {"log_px_unavailable": reason}
     log_z = 0.0 if normalizer is None else normalizer.log_z
 
+    rank = rank_and_world_size()[0]
+    if rank > 0:  # every rank its own stream (rank 0 goes on with the one of log Z)
+        rng.manual_seed(int(cfg.seed) * 1_000_003 + rank)
     rows: list[dict[str, Any]] = []
     true_model = getattr(datamodule, "true_log_prob", None)
-    loader = example_loader(datamodule, dataset, cfg)
+    loader = example_loader(datamodule, rank_share(dataset), cfg)
     for batch in device_batches(loader, model.device, "log p(x)", cfg.progress):
         x = batch["image"]
         estimate = image_log_likelihood(model, x, settings, rng, log_z)
@@ -269,7 +276,9 @@ def run(
             if true is not None:
                 row["true_log_px"] = true[i]
             rows.append(row)
-    write_csv(rows, out_dir / "per_example.csv")
+    rows = all_rows(rows)
+    if is_writer():
+        write_csv(rows, out_dir / "per_example.csv")
 
     def column(key: str) -> torch.Tensor:
         return torch.tensor([r[key] for r in rows], dtype=torch.float64)

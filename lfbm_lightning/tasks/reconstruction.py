@@ -23,12 +23,16 @@ from lfbm_lightning.metrics.reconstruction import per_image_mse
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.common import (
     FirstImages,
+    all_rows,
     chain_settings,
     device_batches,
     example_loader,
+    is_writer,
+    rank_share,
     reconstruct,
     save_rows,
     split_examples,
+    start_latents,
     write_csv,
 )
 
@@ -47,7 +51,8 @@ def save_pairs(x: torch.Tensor, x_hat: torch.Tensor, path: Path) -> Path:
 def run(
     model: LatentPriorModel, datamodule: ImageDataModule, cfg: DictConfig, out_dir: Path
 ) -> dict[str, Any]:
-    """Reconstruct every selected image; write ``per_example.csv`` and ``reconstructions.png``.
+    """Reconstruct every selected image (each rank its share); write ``per_example.csv`` and
+    ``reconstructions.png``.
 
     Returns:
         ``split``, ``n_images``, ``n_steps``, ``step_size``, ``mse`` ([-1, 1] scale) and
@@ -59,10 +64,11 @@ def run(
     n_steps, step_size = chain_settings(model, settings.n_steps, settings.step_size)
     rows: list[dict[str, Any]] = []
     shown = FirstImages(settings.grid_size)
-    loader = example_loader(datamodule, dataset, cfg)
+    loader = example_loader(datamodule, rank_share(dataset), cfg)
     for batch in device_batches(loader, model.device, "reconstruction", cfg.progress):
         x = batch["image"]
-        x_hat, _ = reconstruct(model, x, n_steps, step_size)
+        z0 = start_latents(model, batch["index"], cfg.seed)
+        x_hat, _ = reconstruct(model, x, n_steps, step_size, z0=z0)
         mse = per_image_mse(x, x_hat).tolist()
         mse_01 = per_image_mse(x, x_hat, scale="[0,1]").tolist()
         for i, index in enumerate(batch["index"].tolist()):
@@ -75,8 +81,10 @@ def run(
                 }
             )
         shown.add(x, x_hat)
-    write_csv(rows, out_dir / "per_example.csv")
-    save_pairs(*shown.streams(), out_dir / "reconstructions.png")
+    rows = all_rows(rows)
+    if is_writer():
+        write_csv(rows, out_dir / "per_example.csv")
+        save_pairs(*shown.streams(), out_dir / "reconstructions.png")
     return {
         "split": split,
         "n_images": len(rows),

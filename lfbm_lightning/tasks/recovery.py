@@ -28,16 +28,24 @@ from lfbm_lightning.metrics.reconstruction import per_image_mse
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.common import (
     FirstImages,
+    all_rows,
     chain_settings,
     device_batches,
     example_loader,
+    is_writer,
+    rank_share,
     reconstruct,
     save_rows,
     split_examples,
+    start_latents,
     with_hole,
     write_csv,
 )
-from lfbm_lightning.tasks.inception import InceptionSettings, training_reference_stats
+from lfbm_lightning.tasks.inception import (
+    InceptionSettings,
+    pooled_stats,
+    training_reference_stats,
+)
 
 SCORES = ("mse_missing_01", "mse_observed_01", "mse_all_01")
 
@@ -62,8 +70,9 @@ def nan_mean(values: list[float]) -> float:
 def run(
     model: LatentPriorModel, datamodule: ImageDataModule, cfg: DictConfig, out_dir: Path
 ) -> dict[str, Any]:
-    """Recover every selected training image; write ``per_example.csv`` and ``recovery.png``
-    (one column per image; rows: original, occluded, recovered).
+    """Recover every selected training image (each rank its share); write
+    ``per_example.csv`` and ``recovery.png`` (one column per image; rows: original, occluded,
+    recovered).
 
     Returns:
         ``n_images``, ``n_steps``, ``step_size``, ``missing_fraction`` (mean over images),
@@ -79,10 +88,11 @@ def run(
 
     def recovered() -> Iterator[torch.Tensor]:
         """Recover batch after batch, recording scores; yields g(z) (B, C, H, W)."""
-        loader = example_loader(datamodule, dataset, cfg)
+        loader = example_loader(datamodule, rank_share(dataset), cfg)
         for batch in device_batches(loader, model.device, "recovery", cfg.progress):
             x, mask = batch["image"], batch["mask"]
-            x_hat, _ = reconstruct(model, x, n_steps, step_size, mask)
+            z0 = start_latents(model, batch["index"], cfg.seed)
+            x_hat, _ = reconstruct(model, x, n_steps, step_size, mask, z0)
             scores = [
                 per_image_mse(x, x_hat, 1.0 - mask, "[0,1]").tolist(),
                 per_image_mse(x, x_hat, mask, "[0,1]").tolist(),
@@ -98,25 +108,29 @@ def run(
     results: dict[str, Any] = {}
     if settings.fid:
         inception = InceptionSettings.from_config(cfg.metrics, model.device, cfg.progress)
-        reference = training_reference_stats(
-            model.config,
-            datamodule.splits["train"],
-            cfg.metrics.stats_dir,
-            inception,
-            cfg.metrics.reference_images,
-        )
-        stats = inception.stats(recovered())  # streams: recovers while computing features
-        results = {
-            "fid": frechet_distance(stats, reference),
-            "fid_n_samples": stats.n,
-            "fid_n_reference": reference.n,
-            "feature_layer": inception.feature_layer,
-        }
+        # streams: recovers while computing features; pooled over the ranks
+        stats = pooled_stats(inception.moments(recovered()))
+        if is_writer():
+            reference = training_reference_stats(
+                model.config,
+                datamodule.splits["train"],
+                cfg.metrics.stats_dir,
+                inception,
+                cfg.metrics.reference_images,
+            )
+            results = {
+                "fid": frechet_distance(stats, reference),
+                "fid_n_samples": stats.n,
+                "fid_n_reference": reference.n,
+                "feature_layer": inception.feature_layer,
+            }
     else:
         for _ in recovered():
             pass
-    write_csv(rows, out_dir / "per_example.csv")
-    save_rows(shown.streams(), out_dir / "recovery.png")
+    rows = all_rows(rows)
+    if is_writer():
+        write_csv(rows, out_dir / "per_example.csv")
+        save_rows(shown.streams(), out_dir / "recovery.png")
     return {
         "n_images": len(rows),
         "n_steps": n_steps,

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from lfbm_lightning.data.base import ImageDataModule
 from lfbm_lightning.metrics.fid import fidelity_metrics, frechet_distance
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.tasks.common import save_images, select_examples
+from lfbm_lightning.tasks.common import is_writer, save_images, select_examples
 from lfbm_lightning.tasks.inception import (
     REFERENCE_SUBSET_SEED,
     InceptionSettings,
@@ -37,8 +37,14 @@ def fid_results(
     cfg: DictConfig,
     inception: InceptionSettings,
 ) -> dict[str, Any]:
-    """FID of ``synthesis.n_samples`` prior samples against the training set, with the counts."""
+    """FID of ``synthesis.n_samples`` prior samples against the training set, with the counts
+    (every rank draws its share of the samples; rank 0 scores them, the others return {})."""
     settings = cfg.synthesis
+    samples = sample_stats(
+        model, settings.n_samples, settings.sample_batch_size, inception, cfg.seed
+    )
+    if not is_writer():
+        return {}
     reference = training_reference_stats(
         model.config,
         datamodule.splits["train"],
@@ -46,8 +52,6 @@ def fid_results(
         inception,
         cfg.metrics.reference_images,
     )
-    with seeded_rng(cfg.seed, model.device):
-        samples = sample_stats(model, settings.n_samples, settings.sample_batch_size, inception)
     return {
         "fid": frechet_distance(samples, reference),
         "fid_n_samples": samples.n,
@@ -98,20 +102,23 @@ def run(
 ) -> dict[str, Any]:
     """Write ``samples.png`` and score the samples (FID, optional KID / IS).
 
+    The FID samples are shared out over the ranks; the figure and KID / IS are rank 0's work.
+
     Returns:
         ``fid``, ``fid_n_samples``, ``fid_n_reference``, ``feature_layer`` (when
         ``synthesis.fid``), ``kid_mean``, ``kid_std``, ``kid_n_reference`` (``kid``),
         ``inception_score_mean`` / ``_std`` (``isc``), ``fidelity_n_samples``.
     """
     settings = cfg.synthesis
-    columns = max(1, int(settings.grid_size**0.5))
-    save_images(model.sample_images(settings.grid_size), out_dir / "samples.png", columns)
+    if is_writer():
+        columns = max(1, int(settings.grid_size**0.5))
+        save_images(model.sample_images(settings.grid_size), out_dir / "samples.png", columns)
     results: dict[str, Any] = {}
     if not (settings.fid or settings.kid or settings.isc):
         return results
     inception = InceptionSettings.from_config(cfg.metrics, model.device, cfg.progress)
     if settings.fid:
         results.update(fid_results(model, datamodule, cfg, inception))
-    if settings.kid or settings.isc:
+    if (settings.kid or settings.isc) and is_writer():
         results.update(kid_is_results(model, datamodule, cfg, inception))
     return results
