@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 from lfbm_lightning.callbacks.images import to_grid
 from lfbm_lightning.data.synthetic import SyntheticDataModule
 from lfbm_lightning.evaluation import build_datamodule, evaluate, load_model
+from lfbm_lightning.metrics.mmd import median_bandwidth, mmd2_unbiased
 from lfbm_lightning.models import LatentPriorModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,29 +83,6 @@ def train_run(prior: str, seed: int, run_dir: Path, extra: list[str]) -> Path:
     if result.returncode != 0 or not ckpt.is_file():
         raise RuntimeError(f"training {prior} seed {seed} failed:\n{result.stderr[-3000:]}")
     return ckpt
-
-
-def median_bandwidth(x: torch.Tensor, y: torch.Tensor) -> float:
-    """The median heuristic: the median pairwise distance within the pooled set (N, D)."""
-    pooled = torch.cat([x, y])
-    distances = torch.cdist(pooled, pooled)
-    return float(distances[torch.triu_indices(len(pooled), len(pooled), 1).unbind()].median())
-
-
-def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidth: float) -> float:
-    """Unbiased MMD^2 of samples x (n, D) and y (m, D) with k(a, b) = exp(-|a-b|^2 / (2 h^2)).
-
-    MMD^2_u = sum_{i != j} k(x_i, x_j) / (n (n-1)) + sum_{i != j} k(y_i, y_j) / (m (m-1))
-              - 2 sum_{i, j} k(x_i, y_j) / (n m)   (Gretton et al., 2012, eq. 3).
-    """
-
-    def kernel_sum(a: torch.Tensor, b: torch.Tensor, same: bool) -> float:
-        k = torch.exp(-torch.cdist(a, b).pow(2) / (2 * bandwidth**2))
-        total = k.sum() - (k.diagonal().sum() if same else 0.0)
-        pairs = len(a) * (len(a) - 1) if same else len(a) * len(b)
-        return float(total) / pairs
-
-    return kernel_sum(x, x, True) + kernel_sum(y, y, True) - 2 * kernel_sum(x, y, False)
 
 
 def true_images(datamodule: SyntheticDataModule, n: int, seed: int) -> torch.Tensor:
