@@ -24,9 +24,11 @@ On CUDA the option variants also include bf16 autocast, ``torch.compile`` and CU
 (``torch.compile(mode="reduce-overhead")``), reported as separate rows.
 
 ``--throughput`` instead measures evaluation throughput (part 4): images/s of test-set
-reconstruction (``eval_steps`` noise-free steps, then a decode) and of sampling, for a range of
-batch sizes, and names the fastest. Reconstruction at the full step count is extrapolated from
-``--steps`` timed steps for the paper settings, and measured end to end for ``digits``.
+reconstruction (``LatentPriorModel.reconstruct`` with its default step count: ``eval_steps``
+noise-free steps, or ``eval_refine_steps`` from the encoder, then a decode) and of sampling,
+for each batch size of ``--batches``. Reconstruction at the full step count is extrapolated
+from ``--steps`` timed steps for the paper settings, and measured end to end for ``digits``.
+``--override`` adds Hydra overrides, e.g. ``--override inference=fast``.
 
 Run from the repository root, e.g.:
     python benchmarks/langevin_speed.py --threads 2
@@ -109,12 +111,20 @@ class Setting:
         batch: batch size of the random data.
         device: where everything runs.
         train_k: chain steps of the timed training iterations.
+        overrides: more Hydra overrides (e.g. ``inference=fast``).
     """
 
-    def __init__(self, name: str, batch: int, device: torch.device, train_k: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        batch: int,
+        device: torch.device,
+        train_k: int,
+        overrides: list[str] = (),
+    ) -> None:
         self.name = name
         self.device = device
-        self.config = run_config(name, [f"inference.n_steps={train_k}"])
+        self.config = run_config(name, [f"inference.n_steps={train_k}", *overrides])
         self.paper_k = int(run_config(name)["inference"]["n_steps"])
         torch.manual_seed(0)
         self.model = LatentPriorModel(self.config).to(device)
@@ -396,22 +406,20 @@ def throughput(setting: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     device = torch.device(args.device)
     rows = []
     for batch in args.batches:
-        s = Setting(setting, batch, device, 0)
+        s = Setting(setting, batch, device, 1, args.override)
         model = s.model.eval()
-        eval_steps = int(s.config["inference"]["eval_steps"])
-        full = setting == "digits"
+        eval_steps = model.eval_chain_steps  # the default reconstruction's step count
+        full = setting == "digits" or eval_steps <= args.steps
         n = eval_steps if full else args.steps
-
         units = {
             "rec": (lambda m=model, x=s.x, k=n: m.reconstruct(x, n_steps=k), 1),
             "sample": (lambda m=model, b=batch: m.sample_images(b), 1),
         }
         t = interleaved(units, args.repeats, device)
-        per_step = t["rec"] / n
-        rec_seconds = t["rec"] if full else per_step * eval_steps
+        rec_seconds = t["rec"] if full else t["rec"] / n * eval_steps
         rows.append(
             {
-                "setting": setting,
+                "setting": " ".join([setting, *args.override]),
                 "batch": batch,
                 "eval_steps": eval_steps,
                 "reconstruction_extrapolated": not full,
@@ -483,7 +491,8 @@ def main() -> None:
     parser.add_argument("--no-options", dest="options", action="store_false")
     parser.add_argument("--no-memory", dest="memory", action="store_false")
     parser.add_argument("--throughput", action="store_true", help="part 4 instead of 1-2")
-    parser.add_argument("--batches", type=int, nargs="+", default=[25, 50, 100, 200])
+    parser.add_argument("--batches", type=int, nargs="+", default=[25, 50, 100, 200, 400])
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides")
     parser.add_argument("--out", type=Path, default=None, help="CSV path")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -499,8 +508,13 @@ def main() -> None:
     print(json.dumps(info))
     rows = []
     for setting in args.settings:
-        rows += throughput(setting, args) if args.throughput else speed(setting, args)
-        print_table([r for r in rows if r["setting"] == setting])
+        new = throughput(setting, args) if args.throughput else speed(setting, args)
+        print_table(new)
+        if args.throughput:
+            for kind in ("reconstruction", "sampling"):
+                best = max(new, key=lambda r, k=kind: r[f"{k}_images_per_s"])
+                print(f"fastest batch for {kind}: {best['batch']}")
+        rows += new
     info["load_after"] = os.getloadavg()
     kind = "throughput" if args.throughput else "speed"
     out = args.out or RESULTS / f"langevin_{kind}_{args.device}_b{args.batch}.csv"

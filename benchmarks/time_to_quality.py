@@ -226,15 +226,37 @@ def plot(rows: list[dict[str, Any]], metrics: list[str], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of an earlier run's CSV (numbers parsed back)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [
+            {k: v if k == "recipe" else float(v) for k, v in row.items() if v != ""}
+            for row in csv.DictReader(f)
+        ]
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--epochs", type=int, default=120, help="digits' default budget")
+    parser.add_argument("--epochs", type=int, default=100, help="digits' default budget")
     parser.add_argument("--eval-every", type=int, default=5, help="epochs between scores")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--holdout-digit", type=int, default=None)
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep recipes already in the CSV, train the rest"
+    )
     args = parser.parse_args()
     if "paper" not in args.recipes:
         parser.error("the paper recipe sets the level: include it in --recipes")
@@ -242,16 +264,15 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     info = {"threads": args.threads, "load_start": os.getloadavg(), "torch": torch.__version__}
+    suffix = "" if args.holdout_digit is None else f"_holdout{args.holdout_digit}"
+    table = args.out_dir / f"time_to_quality{suffix}.csv"
+    earlier = read_rows(table) if args.reuse else []
     rows: list[dict[str, Any]] = []
     for name in args.recipes:
-        rows += train_recipe(name, args)
+        mine = [r for r in earlier if r["recipe"] == name]
+        rows += mine or train_recipe(name, args)
+        write_rows(rows, table)  # after every recipe: a killed run keeps what it finished
     info["load_end"] = os.getloadavg()
-    suffix = "" if args.holdout_digit is None else f"_holdout{args.holdout_digit}"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    with (args.out_dir / f"time_to_quality{suffix}.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
     metrics = ["mse", "mse_own"] + (["auprc"] if args.holdout_digit is not None else [])
     plot(rows, metrics, args.out_dir / f"time_to_quality{suffix}.png")
     summary = summarize(rows, "mse", True) + summarize(rows, "mse_own", True)

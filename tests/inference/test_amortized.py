@@ -186,7 +186,8 @@ def test_reconstruction_starts_from_the_encoder_mean(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("inference", "steps"), [("amortized", (0, 0)), ("amortized_langevin", (5, 100))]
+    ("inference", "steps"),
+    [("amortized", (0, 0)), ("amortized_langevin", (5, 100)), ("fast", (0, 0))],
 )
 def test_dataset_chain_lengths_do_not_change_the_amortised_method(tmp_path, inference, steps):
     """Dataset options set inference.n_steps / eval_steps to their K (SVHN: 20 / 400); the
@@ -199,7 +200,7 @@ def test_dataset_chain_lengths_do_not_change_the_amortised_method(tmp_path, infe
     assert mean.shape == log_var.shape == (2, 100)
 
 
-@pytest.mark.parametrize("inference", ["amortized", "amortized_langevin"])
+@pytest.mark.parametrize("inference", ["amortized", "amortized_langevin", "fast"])
 def test_one_training_step_updates_encoder_generator_and_prior(tmp_path, inference):
     model, datamodule = build(tmp_path, [f"inference={inference}", "inference.refine_steps=2"])
     optimizers, _ = model.configure_optimizers()
