@@ -110,3 +110,27 @@ def test_two_processes_share_the_work_and_match_one_process(
                 assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (task, key)
         score = "mse" if task == "reconstruction" else "auprc"
         assert two[score] == pytest.approx(one[score], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_sweep_of_two_process_evaluations_gives_one_directory_per_job(digits_ckpt, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        f"ckpt_path={digits_ckpt}",
+        "task=reconstruction",
+        "device=cpu",
+        "devices=2",
+        "progress=false",
+        "reconstruction.n_examples=20,30",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = run_entry_point("evaluate.py", args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]  # the ranks replayed no sweep and made no directory of their own
+    for job, n_images in zip(jobs, (20, 30), strict=True):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert (metrics["processes"], metrics["n_images"]) == (2, n_images)
+        assert (sweep / job / "evaluate_rank1.log").exists()
+        assert len(read_rows(sweep / job / "per_example.csv")) == n_images
