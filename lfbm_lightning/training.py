@@ -14,6 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from lfbm_lightning.checkpoints import check_resume_compatible
 from lfbm_lightning.distributed import ddp_job_scope
@@ -29,6 +30,19 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)
     return container
+
+
+def prepare_before_fit(datamodule: pl.LightningDataModule, global_rank: int) -> None:
+    """Check the data files (or fetch them, with ``dataset.download=true``) before any model is
+    built, so that a missing file fails within seconds.
+
+    Fetching is left to rank 0: the other ranks of a DDP job skip it here, and inside
+    ``trainer.fit`` Lightning has each node's first rank prepare the data behind a barrier, so
+    no two processes download into the same directory at once.
+    """
+    if getattr(datamodule, "download", False) and global_rank != 0:
+        return
+    datamodule.prepare_data()
 
 
 def check_model_matches_data(model: LatentPriorModel, channels: int, image_size: int) -> None:
@@ -54,7 +68,7 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
     validate_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
-    datamodule.prepare_data()  # fails here, before any model is built, when files are missing
+    prepare_before_fit(datamodule, rank_zero_only.rank)  # missing files fail here, at once
     config = resolved_config(cfg)
     if cfg.get("ckpt_path"):
         check_resume_compatible(config, cfg.ckpt_path)

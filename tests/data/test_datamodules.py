@@ -16,6 +16,7 @@ from lfbm_lightning.data import (
 from lfbm_lightning.data import readers as readers_module
 from lfbm_lightning.data.occlusion import expected_coverage, make_mask
 from lfbm_lightning.data.readers import DatasetFilesMissing
+from lfbm_lightning.training import prepare_before_fit
 from tests.data.conftest import mnist_grey
 
 LOADER = {"batch_size": 4, "num_workers": 0, "seed": 1}
@@ -294,3 +295,18 @@ def test_kind_null_means_complete_images():
     dm = DigitsDataModule(occlusion={"kind": None, "coverage": 0.3, "size": 4}, **LOADER)
     assert not dm.occluded
     assert "mask" not in next(iter(dm.train_dataloader()))
+
+
+@pytest.mark.parametrize(("download", "rank", "fetches"), [(True, 0, 1), (True, 1, 0)])
+def test_only_rank_zero_fetches_before_fit(monkeypatch, tmp_path, download, rank, fetches):
+    # other ranks leave fetching to Lightning's prepare_data (first rank per node, barrier)
+    calls = []
+    monkeypatch.setattr(readers_module, "download", lambda *args: calls.append(args))
+    prepare_before_fit(PREPARE[0][1](tmp_path, download=download), rank)
+    assert len(calls) == fetches
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_every_rank_checks_the_files_before_fit(tmp_path, rank):
+    with pytest.raises(DatasetFilesMissing):
+        prepare_before_fit(PREPARE[0][1](tmp_path), rank)
