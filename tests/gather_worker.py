@@ -7,15 +7,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from lfbm_lightning.distributed import gather_objects, gather_tensors, shard_indices
+from lfbm_lightning.distributed import gather_lists, shard_indices
 
 GATHER_SIZES = (0, 1, 5, 8)
 """Item counts of the test: none, fewer than the ranks, odd, even."""
 
 
-def item_result(i: int) -> torch.Tensor:
-    """The "evaluation result" of item i."""
-    return torch.tensor([i, i * i, -i], dtype=torch.float64)
+def item_result(i: int) -> dict[str, int]:
+    """The "evaluation result" of item i (a per-example row)."""
+    return {"index": i, "square": i * i}
 
 
 def gather_worker(rank: int, world_size: int, out_dir: str) -> None:
@@ -27,13 +27,6 @@ def gather_worker(rank: int, world_size: int, out_dir: str) -> None:
     results = {}
     for n in GATHER_SIZES:
         idx = shard_indices(n)
-        local = torch.zeros(0, 3, dtype=torch.float64)
-        if len(idx):
-            local = torch.stack([item_result(i) for i in idx])
-        results[n] = {
-            "shard": list(idx),
-            "tensor": gather_tensors(local, n),
-            "objects": gather_objects([f"item{i}" for i in idx], n),
-        }
+        results[n] = {"shard": list(idx), "rows": gather_lists([item_result(i) for i in idx])}
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()

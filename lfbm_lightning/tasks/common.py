@@ -83,6 +83,12 @@ def is_writer() -> bool:
     return rank_and_world_size()[0] == 0
 
 
+def item_seed(seed: int, item: int) -> int:
+    """The seed of item ``item`` (an example, a sample batch, a rank) of a run seeded ``seed``:
+    distinct for every item, whatever the batching or the number of ranks."""
+    return int(seed) * 1_000_003 + int(item)
+
+
 def start_latents(
     model: LatentPriorModel, indices: torch.Tensor, seed: int
 ) -> torch.Tensor | None:
@@ -95,7 +101,7 @@ def start_latents(
         return None
     rows = []
     for index in indices.tolist():
-        rng = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
+        rng = torch.Generator().manual_seed(item_seed(seed, index))
         rows.append(torch.randn(model.latent_dim, generator=rng))
     return torch.stack(rows).to(model.device)
 

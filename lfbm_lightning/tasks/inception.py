@@ -31,7 +31,7 @@ from lfbm_lightning.metrics.fid import (
     resolve_inception_weights,
 )
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.tasks.common import relocate, select_examples
+from lfbm_lightning.tasks.common import item_seed, relocate, select_examples
 
 LOADER_KEYS = frozenset({"batch_size", "num_workers", "pin_memory", "persistent_workers"})
 """Data set settings that do not change which images a split holds."""
@@ -210,7 +210,7 @@ def sample_stats(
 
     def my_batches() -> Iterator[torch.Tensor]:
         for b in shard_indices(len(sizes)):
-            with seeded_rng(int(seed) * 1_000_003 + b, model.device):
+            with seeded_rng(item_seed(seed, b), model.device):
                 images = model.sample_images(sizes[b])
             yield images
 

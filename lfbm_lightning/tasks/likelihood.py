@@ -62,6 +62,7 @@ from lfbm_lightning.tasks.common import (
     device_batches,
     example_loader,
     is_writer,
+    item_seed,
     rank_share,
     split_examples,
     write_csv,
@@ -256,7 +257,7 @@ def run(
 
     rank = rank_and_world_size()[0]
     if rank > 0:  # every rank its own stream (rank 0 goes on with the one of log Z)
-        rng.manual_seed(int(cfg.seed) * 1_000_003 + rank)
+        rng.manual_seed(item_seed(cfg.seed, rank))
     rows: list[dict[str, Any]] = []
     true_model = getattr(datamodule, "true_log_prob", None)
     loader = example_loader(datamodule, rank_share(dataset), cfg)
