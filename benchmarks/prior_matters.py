@@ -40,9 +40,9 @@ from hydra import compose, initialize_config_dir
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lfbm_lightning.callbacks.images import to_grid
 from lfbm_lightning.data.synthetic import SyntheticDataModule
 from lfbm_lightning.evaluation import build_datamodule, evaluate, load_model
+from lfbm_lightning.images import to_grid
 from lfbm_lightning.metrics.mmd import median_bandwidth, mmd2_unbiased
 from lfbm_lightning.models import LatentPriorModel
 

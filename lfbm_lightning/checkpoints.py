@@ -11,12 +11,8 @@ from typing import Any
 
 import torch
 
+from lfbm_lightning.errors import CheckpointError
 from lfbm_lightning.models import LatentPriorModel
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable, or not one of this project's models."""
-
 
 REQUIRED_CONFIG_KEYS = ("prior", "generator", "model", "inference", "dataset", "latent_dim")
 

@@ -12,9 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config value outside its allowed range; the message names the key and the range."""
+from lfbm_lightning.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -6,21 +6,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torchvision.utils import make_grid, save_image
 
-
-def to_grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
-    """Images (N, C, H, W) in [-1, 1] to one grid (C, H', W') in [0, 1]."""
-    nrow = nrow or max(1, int(len(images) ** 0.5))
-    return make_grid(images.detach().float().cpu().add(1).div(2).clamp(0, 1), nrow=nrow, padding=1)
-
-
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Save images (N, C, H, W) in [-1, 1] as one PNG grid; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(to_grid(images, nrow), path)
-    return path
+from lfbm_lightning.images import save_grid, to_grid
 
 
 class ImageGridCallback(pl.Callback):

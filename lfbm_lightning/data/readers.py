@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
 from lfbm_lightning.data.datasets import to_unit_range
+from lfbm_lightning.errors import DatasetFilesMissing
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_SPLITS = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]}
@@ -55,10 +56,6 @@ EXPECTED_FILES: dict[str, tuple[str, ...]] = {
 }
 """Files (and, ending in '/', directories) each data set needs, relative to the data directory.
 MNIST files may also be present gzipped (name + '.gz')."""
-
-
-class DatasetFilesMissing(FileNotFoundError):
-    """A data set's files are not in the data directory (raised by :func:`check_files`)."""
 
 
 def _check_choice(value: str, choices: Collection[str], setting: str) -> None:

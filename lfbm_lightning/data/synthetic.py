@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from lfbm_lightning.data.base import ImageDataModule
 from lfbm_lightning.data.datasets import TensorImageDataset
-from lfbm_lightning.inference.importance import gaussian_log_normalizer, log_mean_exp
+from lfbm_lightning.densities import gaussian_log_normalizer, log_mean_exp
 
 LATENT_KINDS = ("mixture", "ring")
 LATENT_DIM = 2

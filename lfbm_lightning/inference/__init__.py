@@ -4,7 +4,6 @@ from lfbm_lightning.inference.amortized import (
     ConvEncoder,
     ElboResult,
     amortized_elbo,
-    diag_gaussian_entropy,
 )
 from lfbm_lightning.inference.langevin import LangevinResult, energy_grad, langevin
 
@@ -13,7 +12,6 @@ __all__ = [
     "ElboResult",
     "LangevinResult",
     "amortized_elbo",
-    "diag_gaussian_entropy",
     "energy_grad",
     "langevin",
 ]

@@ -5,13 +5,13 @@ The design (there is no public code for LFBM-VAE) is described in ``docs/lfbm_va
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from lfbm_lightning.densities import diag_gaussian_entropy
 from lfbm_lightning.inference.langevin import EnergyFn, energy_grad
 
 
@@ -67,11 +67,6 @@ class ConvEncoder(nn.Module):
         """Images (B, C, H, W) -> (mu (B, d), log_var (B, d))."""
         mean, log_var = self.net(x).flatten(1).chunk(2, dim=1)
         return mean, log_var
-
-
-def diag_gaussian_entropy(log_var: torch.Tensor) -> torch.Tensor:
-    """Entropy of N(mu, diag exp(log_var)): (1/2) sum_j (log_var_j + 1 + log 2 pi), shape (B,)."""
-    return 0.5 * (log_var + 1.0 + math.log(2 * math.pi)).sum(-1)
 
 
 @dataclass

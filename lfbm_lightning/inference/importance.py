@@ -23,29 +23,13 @@ from dataclasses import dataclass
 
 import torch
 
-from lfbm_lightning.priors.base import standard_normal_log_prob
+from lfbm_lightning.densities import (
+    log_mean_exp,
+    standard_normal_log_prob,
+)
 
 LogJointFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps latents z (B, K, d), K samples for each of B images, to log p(x_b, z_bk) (B, K)."""
-
-
-def log_mean_exp(values: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """log (1/K) sum_k exp(v_k) along ``dim`` (K = its size), computed stably."""
-    return torch.logsumexp(values, dim=dim) - math.log(values.shape[dim])
-
-
-def gaussian_log_normalizer(dimension: int, sigma: float) -> float:
-    """-(D / 2) log(2 pi sigma^2): the normaliser of N(x; mean, sigma^2 I_D)."""
-    return -0.5 * dimension * math.log(2 * math.pi * sigma**2)
-
-
-def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, sigma: float) -> torch.Tensor:
-    """log N(x; mean, sigma^2 I_D) with its normaliser, summed over the last dimension (D).
-
-    Shapes broadcast: x and mean (..., D) give (...).
-    """
-    sq = (x - mean).pow(2).sum(-1)
-    return -sq / (2 * sigma**2) + gaussian_log_normalizer(x.shape[-1], sigma)
 
 
 def gauss_newton_precision(
@@ -303,10 +287,7 @@ __all__ = [
     "LogNormalizer",
     "StudentTMixture",
     "gauss_newton_precision",
-    "gaussian_log_likelihood",
-    "gaussian_log_normalizer",
     "importance_estimate",
     "importance_log_weights",
-    "log_mean_exp",
     "tilt_log_normalizer",
 ]

@@ -33,6 +33,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from lfbm_lightning.errors import InceptionWeightsMissing
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_SETTING = "metrics.inception_weights"
@@ -45,10 +47,6 @@ WEIGHTS_URL = (
 FEATURE_LAYERS = ("64", "192", "768", "2048")
 _EXTRACTOR_NAME = "inception-v3-compat"
 _PROGRESS_DELAY_S = 5.0
-
-
-class InceptionWeightsMissing(FileNotFoundError):
-    """No usable local copy of the Inception-v3 FID weights (and downloading is not allowed)."""
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,13 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
+from lfbm_lightning.errors import DivergenceError
 from lfbm_lightning.inference.amortized import amortized_elbo
 from lfbm_lightning.inference.langevin import LangevinResult, langevin
 from lfbm_lightning.models.energy import posterior_energy_fn, reconstruction_energy
 from lfbm_lightning.priors.base import Prior
 
 CHAIN_STARTS = ("mean", "sample")
-
-
-class DivergenceError(FloatingPointError):
-    """NaN or Inf in z, the posterior energy, the loss or a gradient during training."""
 
 
 class LatentPriorModel(pl.LightningModule):

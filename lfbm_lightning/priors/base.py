@@ -7,7 +7,6 @@ flow (LFBM) priors are interchangeable behind one API.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -54,12 +53,3 @@ class Prior(nn.Module, ABC):
         for tensor in list(self.parameters()) + list(self.buffers()):
             return tensor.device
         return torch.device("cpu")
-
-
-LOG_2PI = math.log(2 * math.pi)
-"""log 2 pi, a Python float: no tensor op or host read-back (``.item()``) in the chain."""
-
-
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I) summed over the last dimension: -(|z|^2 + d log 2 pi) / 2, shape (B,)."""
-    return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * LOG_2PI)

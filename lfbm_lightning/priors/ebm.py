@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lfbm_lightning.densities import standard_normal_log_prob
 from lfbm_lightning.inference.langevin import langevin
-from lfbm_lightning.priors.base import Prior, standard_normal_log_prob
+from lfbm_lightning.priors.base import Prior
 
 ACTIVATIONS = {"gelu": nn.GELU, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
 

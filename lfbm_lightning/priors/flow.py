@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lfbm_lightning.priors.base import Prior, standard_normal_log_prob
+from lfbm_lightning.densities import standard_normal_log_prob
+from lfbm_lightning.priors.base import Prior
 from lfbm_lightning.priors.flow_layers import ActNorm, AffineCoupling, InvertibleLinear
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lfbm_lightning.priors.base import Prior, standard_normal_log_prob
+from lfbm_lightning.densities import standard_normal_log_prob
+from lfbm_lightning.priors.base import Prior
 
 
 class GaussianPrior(Prior):

@@ -24,7 +24,6 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from lfbm_lightning.callbacks.images import save_grid
 from lfbm_lightning.data.base import ImageDataModule
 from lfbm_lightning.distributed import gather_lists, rank_and_world_size, shard_indices
 from lfbm_lightning.models import LatentPriorModel
@@ -190,28 +189,6 @@ class FirstImages:
     def streams(self) -> list[torch.Tensor]:
         """The kept items of each stream, (n, C, H, W) with n <= limit."""
         return [torch.cat(part) for part in self.parts]
-
-
-def with_hole(x: torch.Tensor, mask: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-    """Images for figures: observed pixels of x, missing ones (mask 0) set to ``fill`` (grey)."""
-    return x * mask + fill * (1.0 - mask)
-
-
-FIGURE_MIN_SIDE = 32
-"""Images smaller than this (e.g. 8 x 8 digits) are enlarged in figures, nearest-neighbour."""
-
-
-def save_images(images: torch.Tensor, path: Path, nrow: int) -> Path:
-    """Save images (N, C, H, W) in [-1, 1] as one PNG grid of ``nrow`` columns; images
-    smaller than :data:`FIGURE_MIN_SIDE` are enlarged by an integer factor."""
-    factor = max(1, FIGURE_MIN_SIDE // images.shape[-1])
-    images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
-    return save_grid(images, path, nrow=nrow)
-
-
-def save_rows(rows: Sequence[torch.Tensor], path: Path) -> Path:
-    """Save equally long rows of images (each (n, C, H, W) in [-1, 1]) as one PNG grid."""
-    return save_images(torch.cat(list(rows)), path, nrow=rows[0].shape[0])
 
 
 def write_csv(rows: list[dict[str, float | int]], path: Path) -> Path:

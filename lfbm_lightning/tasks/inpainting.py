@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.images import save_rows, with_hole
 from lfbm_lightning.metrics.reconstruction import per_image_mse
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.common import (
@@ -30,9 +31,7 @@ from lfbm_lightning.tasks.common import (
     is_writer,
     rank_share,
     reconstruct,
-    save_rows,
     split_examples,
-    with_hole,
     write_csv,
 )
 

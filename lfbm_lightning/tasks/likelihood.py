@@ -45,13 +45,13 @@ import torch
 from omegaconf import DictConfig
 
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.densities import gaussian_log_likelihood
 from lfbm_lightning.distributed import rank_and_world_size
 from lfbm_lightning.inference.importance import (
     ImportanceEstimate,
     LogNormalizer,
     StudentTMixture,
     gauss_newton_precision,
-    gaussian_log_likelihood,
     importance_estimate,
     importance_log_weights,
     tilt_log_normalizer,

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.images import save_rows
 from lfbm_lightning.metrics.reconstruction import per_image_mse
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.common import (
@@ -30,7 +31,6 @@ from lfbm_lightning.tasks.common import (
     is_writer,
     rank_share,
     reconstruct,
-    save_rows,
     split_examples,
     start_latents,
     write_csv,

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.images import save_rows, with_hole
 from lfbm_lightning.metrics.fid import frechet_distance
 from lfbm_lightning.metrics.reconstruction import per_image_mse
 from lfbm_lightning.models import LatentPriorModel
@@ -35,10 +36,8 @@ from lfbm_lightning.tasks.common import (
     is_writer,
     rank_share,
     reconstruct,
-    save_rows,
     split_examples,
     start_latents,
-    with_hole,
     write_csv,
 )
 from lfbm_lightning.tasks.inception import (

@@ -18,9 +18,10 @@ import torch
 from omegaconf import DictConfig
 
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.images import save_images
 from lfbm_lightning.metrics.fid import fidelity_metrics, frechet_distance
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.tasks.common import is_writer, save_images, select_examples
+from lfbm_lightning.tasks.common import is_writer, select_examples
 from lfbm_lightning.tasks.inception import (
     REFERENCE_SUBSET_SEED,
     InceptionSettings,

@@ -12,13 +12,12 @@ import math
 import pytest
 import torch
 
+from lfbm_lightning.densities import gaussian_log_likelihood, log_mean_exp
 from lfbm_lightning.inference.importance import (
     StudentTMixture,
     gauss_newton_precision,
-    gaussian_log_likelihood,
     importance_estimate,
     importance_log_weights,
-    log_mean_exp,
     tilt_log_normalizer,
 )
 

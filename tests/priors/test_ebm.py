@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
+from lfbm_lightning.densities import standard_normal_log_prob
 from lfbm_lightning.priors import EnergyMLP, EnergyPrior
-from lfbm_lightning.priors.base import standard_normal_log_prob
 
 
 class QuadraticEnergy(nn.Module):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
+from lfbm_lightning.densities import standard_normal_log_prob
 from lfbm_lightning.priors import FlowPrior
-from lfbm_lightning.priors.base import standard_normal_log_prob
 
 
 @pytest.fixture
