@@ -7,15 +7,16 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from lfbm_lightning.images import save_grid, to_grid
+from lfbm_lightning.images import comparison_grid, save_array, to_grid, to_uint8
 
 
 class ImageGridCallback(pl.Callback):
     """Every ``every_n_epochs`` epochs and at the end of training, write
     ``images/samples_eXXXX.png`` (decoded prior samples) and ``images/reconstructions_eXXXX.png``
-    (the first validation images, each followed by its reconstruction), plus
-    ``samples.png`` and ``reconstructions.png`` for the final model. Grids also go to every
-    logger that accepts images (``log_image``, e.g. W&B, as uint8).
+    (the first validation images beside their reconstructions, in labelled columns), plus
+    ``samples.png`` and ``reconstructions.png`` for the final model; images are enlarged to
+    be readable (:mod:`lfbm_lightning.images`). The same figures go to every logger that
+    accepts images (``log_image``: W&B, TensorBoard, MLflow; as (H, W, 3) uint8).
 
     Args:
         n_images: images per grid (reconstructions show n_images // 2 pairs).
@@ -50,20 +51,20 @@ class ImageGridCallback(pl.Callback):
         # pictures must not change training: draw their randomness from a forked RNG
         with torch.random.fork_rng(devices=[pl_module.device] if pl_module.on_gpu else []):
             torch.manual_seed(0)
-            grids = {"samples": pl_module.sample_images(self.n_images)}
+            samples = pl_module.sample_images(self.n_images)
+        figures = {"samples": to_uint8(to_grid(samples, nrow=8))}
         x = self._reference_images(trainer)
         if x is not None:
             x = x.to(pl_module.device)
             x_hat, _ = pl_module.reconstruct(x)
-            # interleave: original, reconstruction, original, ...
-            grids["reconstructions"] = torch.stack([x, x_hat], dim=1).flatten(0, 1)
+            figures["reconstructions"] = comparison_grid(
+                [x, x_hat], ["original", "reconstruction"], groups=4
+            )
         pl_module.train(was_training)
         out_dir = Path(trainer.default_root_dir)
-        for name, images in grids.items():
+        for name, picture in figures.items():
             file = f"images/{name}_{tag}.png" if tag else f"{name}.png"
-            save_grid(images, out_dir / file, nrow=8)
+            save_array(picture, out_dir / file)
             for logger in trainer.loggers:
                 if hasattr(logger, "log_image"):
-                    grid = to_grid(images, nrow=8).mul(255).round().to(torch.uint8)
-                    picture = grid.permute(1, 2, 0).numpy()
                     logger.log_image(key=f"images/{name}", images=[picture])
