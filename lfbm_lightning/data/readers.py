@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from collections.abc import Collection
 from pathlib import Path
 
@@ -28,7 +29,12 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
 from lfbm_lightning.data.datasets import to_unit_range
-from lfbm_lightning.errors import DatasetFilesMissing
+from lfbm_lightning.errors import DataError, DatasetFilesMissing
+
+try:
+    from numpy._core.multiarray import _reconstruct as np_reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct as np_reconstruct
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_SPLITS = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]}
@@ -45,6 +51,13 @@ MNIST_SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+SOURCES = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html (python version)",
+    "svhn": "http://ufldl.stanford.edu/housenumbers/ (format 2, cropped digits)",
+    "celeba": "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (aligned images)",
+    "mnist": "https://yann.lecun.com/exdb/mnist/",
+}
+"""Official source of each data set's files, named in the fix of a :class:`DataError`."""
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
 
@@ -102,6 +115,75 @@ def check_files(name: str, root: str | Path) -> None:
     )
 
 
+def bad_file(name: str, path: Path, problem: str) -> DataError:
+    """The one-line error for a data file that is there but unreadable or malformed.
+
+    Args:
+        name: the data set (a key of :data:`SOURCES`).
+        path: the bad file.
+        problem: what is wrong with it, e.g. 'is empty (0 bytes)'.
+    """
+    return DataError(
+        f"Data file {path} of data set '{name}' {problem}. Fix: delete it and set "
+        f"dataset.download=true to fetch a good copy, or get one from {SOURCES[name]}."
+    )
+
+
+class CIFAR10Unpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch file, resolving only the globals such a file names.
+
+    A batch is a dict of bytes, lists and one numpy array, so it needs numpy's array
+    reconstruction (``_reconstruct``, ``ndarray``, ``dtype``) and nothing else; any other
+    global (``os.system``, ``builtins.eval``, ...) raises ``pickle.UnpicklingError`` instead of
+    being imported, so a crafted file cannot run code.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): np_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): np_reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed") from None
+
+
+def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR-10 batch file with :class:`CIFAR10Unpickler`.
+
+    Returns:
+        images uint8 (N, 3, 32, 32) (each row of ``data`` holds the R, G, B planes, 1024 values
+        each, row-major) and labels int64 (N,).
+
+    Raises:
+        DataError: naming the file, if it is no CIFAR-10 batch (unpicklable, a forbidden
+            global, or not a dict with ``data`` uint8 (N, 3072) and ``labels`` of length N).
+    """
+    try:
+        with open(path, "rb") as f:
+            batch = CIFAR10Unpickler(f, encoding="bytes").load()
+    except Exception as error:  # any failure to parse means a bad file, named below
+        raise bad_file("cifar10", path, f"is not a CIFAR-10 python batch ({error})") from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(b"labels") if isinstance(batch, dict) else None
+    if not (
+        isinstance(data, np.ndarray)
+        and data.dtype == np.uint8
+        and data.ndim == 2
+        and data.shape[1] == 3072
+        and isinstance(labels, list)
+        and len(labels) == len(data)
+    ):
+        raise bad_file(
+            "cifar10", path, "is not a dict with 'data' uint8 (N, 3072) and 'labels' (N)"
+        )
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
 def read_cifar10(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Read CIFAR-10 from its python pickles.
 
@@ -114,13 +196,8 @@ def read_cifar10(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """
     _check_choice(split, CIFAR10_SPLITS, "CIFAR-10 split")
     check_files("cifar10", root)
-    images, labels = [], []
-    for file in CIFAR10_SPLITS[split]:
-        with open(Path(root) / CIFAR10_DIR / file, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
-    return np.concatenate(images), np.concatenate(labels)
+    batches = [read_cifar10_batch(Path(root) / CIFAR10_DIR / f) for f in CIFAR10_SPLITS[split]]
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
 def read_svhn(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -135,9 +212,22 @@ def read_svhn(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """
     _check_choice(split, SVHN_SPLITS, "SVHN split")
     check_files("svhn", root)
-    mat = scipy.io.loadmat(Path(root) / SVHN_DIR / SVHN_SPLITS[split], variable_names=["X", "y"])
-    images = np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1), dtype=np.uint8)  # HWCN->NCHW
-    labels = mat["y"].reshape(-1).astype(np.int64)
+    path = Path(root) / SVHN_DIR / SVHN_SPLITS[split]
+    try:
+        mat = scipy.io.loadmat(path, variable_names=["X", "y"])
+    except Exception as error:  # scipy raises several types for a broken file
+        raise bad_file("svhn", path, f"is not a MATLAB file ({error})") from None
+    x, y = mat.get("X"), mat.get("y")
+    if not (
+        isinstance(x, np.ndarray)
+        and x.dtype == np.uint8
+        and x.shape[:3] == (32, 32, 3)
+        and isinstance(y, np.ndarray)
+        and y.size == x.shape[3]
+    ):
+        raise bad_file("svhn", path, "lacks 'X' uint8 (32, 32, 3, N) and 'y' of N labels")
+    images = np.ascontiguousarray(x.transpose(3, 2, 0, 1))  # HWCN -> NCHW
+    labels = y.reshape(-1).astype(np.int64)
     return images, np.where(labels == 10, 0, labels)
 
 
@@ -148,16 +238,24 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
         uint8 array of the dims in the header, e.g. (N, 28, 28) for images, (N,) for labels.
     """
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as error:  # a broken gzip stream
+        raise bad_file("mnist", path, f"cannot be decompressed ({error})") from None
+    ndim = magic & 0xFF
+    header = 4 * (1 + ndim)
+    if len(raw) < header:
+        raise bad_file("mnist", path, f"is truncated: {len(raw)} bytes, the header needs {header}")
     found = int(np.frombuffer(raw, dtype=">i4", count=1)[0])
     if found != magic:
-        raise ValueError(f"{path} is not an idx file with magic {magic} (found {found})")
-    ndim = magic & 0xFF
+        raise bad_file("mnist", path, f"is not an idx file with magic {magic} (found {found})")
     dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(np.int64)
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {tuple(dims)} but holds {data.size} values")
+        raise bad_file(
+            "mnist", path, f"is truncated: header says {tuple(dims)} but holds {data.size} values"
+        )
     return data.reshape(tuple(dims))
 
 
@@ -182,9 +280,16 @@ def read_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     parts = list(MNIST_SPLITS) if split == "all" else [split]
     images, labels = [], []
     for part in parts:
-        image_file, label_file = MNIST_SPLITS[part]
-        images.append(_read_idx(_mnist_path(Path(root), image_file), IDX_IMAGES_MAGIC)[:, None])
-        labels.append(_read_idx(_mnist_path(Path(root), label_file), IDX_LABELS_MAGIC))
+        image_path, label_path = (_mnist_path(Path(root), f) for f in MNIST_SPLITS[part])
+        images.append(_read_idx(image_path, IDX_IMAGES_MAGIC)[:, None])
+        labels.append(_read_idx(label_path, IDX_LABELS_MAGIC))
+        if len(labels[-1]) != len(images[-1]):
+            raise bad_file(
+                "mnist",
+                label_path,
+                f"holds {len(labels[-1])} labels for the {len(images[-1])} images of "
+                f"{image_path.name}",
+            )
     return np.concatenate(images), np.concatenate(labels).astype(np.int64)
 
 
@@ -197,13 +302,14 @@ def read_celeba_partition(root: str | Path) -> dict[str, list[str]]:
     """
     check_files("celeba", root)
     partition: dict[str, list[str]] = {split: [] for split in CELEBA_PARTITIONS.values()}
-    text = (Path(root) / CELEBA_DIR / CELEBA_PARTITION).read_text()
+    path = Path(root) / CELEBA_DIR / CELEBA_PARTITION
+    text = path.read_text(errors="replace")
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
-            raise ValueError(f"{CELEBA_PARTITION} line {number}: expected 'NAME 0|1|2': {line!r}")
+            raise bad_file("celeba", path, f"line {number} is not 'NAME 0|1|2': {line[:80]!r}")
         partition[CELEBA_PARTITIONS[int(fields[1])]].append(fields[0])
     return partition
 
@@ -214,8 +320,11 @@ def load_celeba64(path: str | Path) -> torch.Tensor:
     Returns:
         float32 (3, 64, 64) in [-1, 1].
     """
-    with Image.open(path) as img:
-        img = TF.crop(img.convert("RGB"), *CELEBA_CROP)
+    try:
+        with Image.open(path) as img:
+            img = TF.crop(img.convert("RGB"), *CELEBA_CROP)
+    except (OSError, SyntaxError) as error:  # PIL's errors for unreadable image files
+        raise bad_file("celeba", Path(path), f"is not a readable image ({error})") from None
     img = TF.resize(img, [CELEBA_SIZE, CELEBA_SIZE], TF.InterpolationMode.BILINEAR, antialias=True)
     return to_unit_range(np.asarray(img).transpose(2, 0, 1)[None])[0]
 

@@ -57,7 +57,7 @@ def cifar10_root(tmp_path: Path) -> FakeData:
             b"filenames": [f"img_{i}.png".encode() for i in range(n)],
         }
         with open(folder / file, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
+            pickle.dump(batch, f, protocol=3)  # bytes as bytes, like the py2 originals
         written[split][0].append(images)
         written[split][1].append(labels.astype(np.int64))
     splits = {s: (np.concatenate(x), np.concatenate(y)) for s, (x, y) in written.items()}
@@ -88,11 +88,10 @@ def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-@pytest.fixture(params=["plain", "gz"])
-def mnist_root(request: pytest.FixtureRequest, tmp_path: Path) -> FakeData:
-    """MNIST idx files (4 train and 3 test images), plain or gzipped."""
+def write_mnist(root: Path, gz: bool) -> FakeData:
+    """MNIST idx files (4 train and 3 test images) under ``root``, plain or gzipped."""
     rng = np.random.default_rng(2)
-    folder = tmp_path / "MNIST" / "raw"
+    folder = root / "MNIST" / "raw"
     folder.mkdir(parents=True)
     splits = {}
     for split, prefix, n in (("train", "train", 4), ("test", "t10k", 3)):
@@ -102,12 +101,24 @@ def mnist_root(request: pytest.FixtureRequest, tmp_path: Path) -> FakeData:
             (f"{prefix}-images-idx3-ubyte", _idx_bytes(images[:, 0], 2051)),
             (f"{prefix}-labels-idx1-ubyte", _idx_bytes(labels, 2049)),
         ):
-            if request.param == "gz":
+            if gz:
                 (folder / f"{file}.gz").write_bytes(gzip.compress(data))
             else:
                 (folder / file).write_bytes(data)
         splits[split] = (images, labels)
-    return FakeData(tmp_path, splits)
+    return FakeData(root, splits)
+
+
+@pytest.fixture(params=["plain", "gz"])
+def mnist_root(request: pytest.FixtureRequest, tmp_path: Path) -> FakeData:
+    """MNIST idx files (4 train and 3 test images), plain or gzipped."""
+    return write_mnist(tmp_path, gz=request.param == "gz")
+
+
+@pytest.fixture
+def mnist_plain_root(tmp_path: Path) -> FakeData:
+    """MNIST plain idx files (4 train and 3 test images)."""
+    return write_mnist(tmp_path, gz=False)
 
 
 CELEBA_CODES = [0, 1, 0, 2, 0, 1]  # partition of 000001.jpg .. 000006.jpg
