@@ -25,8 +25,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lfbm_lightning.data import readers
 from lfbm_lightning.data.occlusion import HOLE_SIDE, MaskMaker
+from lfbm_lightning.data.readers import DataFiles
 
 OCCLUSION_KEYS = ("kind", "coverage", "size", "hole_size", "seed")
 
@@ -217,11 +217,13 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 class FileDataModule(ImageDataModule):
-    """A data module read from files under one data directory (see :mod:`readers`).
+    """A data module read from files under one data directory.
 
-    :meth:`prepare_data` downloads the files when ``download`` is true, and otherwise checks
-    that they are all there, raising :class:`readers.DatasetFilesMissing` (naming the directory,
-    the files and the settings that fix it) before any model is built.
+    A subclass lives in its data set's module and sets :attr:`files` (what must be there) and
+    :meth:`fetch` (its torchvision download). :meth:`prepare_data` downloads the files when
+    ``download`` is true, and otherwise checks that they are all there, raising
+    :class:`~lfbm_lightning.errors.DatasetFilesMissing` (naming the directory, the files and
+    the settings that fix it) before any model is built.
 
     Args:
         root: the data directory (``paths.data_dir``).
@@ -229,16 +231,20 @@ class FileDataModule(ImageDataModule):
         **kwargs: see :class:`ImageDataModule`.
     """
 
-    name: ClassVar[str]
-    """Key of the data set in :data:`readers.EXPECTED_FILES`."""
+    files: ClassVar[DataFiles]
+    """The data set's files under the data directory."""
 
     def __init__(self, root: str | Path, download: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.root = Path(root).expanduser()
         self.download = download
 
+    def fetch(self) -> None:
+        """Download the data set's files into :attr:`root` and check they are all there."""
+        raise NotImplementedError
+
     def prepare_data(self) -> None:
         if self.download:
-            readers.download(self.name, self.root)
+            self.fetch()
         else:
-            readers.check_files(self.name, self.root)
+            self.files.check(self.root)

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io
 
-from lfbm_lightning.data.readers import read_cifar10, read_cifar10_batch, read_mnist, read_svhn
+from lfbm_lightning.data.celeba import CelebA64
+from lfbm_lightning.data.cifar10 import read_cifar10, read_cifar10_batch
+from lfbm_lightning.data.mnist import read_mnist
+from lfbm_lightning.data.svhn import read_svhn
 from lfbm_lightning.errors import DataError
 from tests.conftest import run_entry_point
 
@@ -127,8 +131,6 @@ def test_broken_gzip_is_named(mnist_root):
     ids=["garbage", "empty", "no-X"],
 )
 def test_broken_svhn_mat_files_are_named(svhn_root, content, problem):
-    import scipy.io
-
     path = svhn_root.root / "svhn" / "test_32x32.mat"
     if content is None:
         scipy.io.savemat(path, {"images": np.zeros((2, 2), np.uint8)})
@@ -140,8 +142,6 @@ def test_broken_svhn_mat_files_are_named(svhn_root, content, problem):
 
 
 def test_unreadable_celeba_jpeg_is_named(celeba_root):
-    from lfbm_lightning.data.readers import CelebA64
-
     path = celeba_root.root / "celeba" / "img_align_celeba" / "000003.jpg"
     path.write_bytes(b"not a jpeg")
     data = CelebA64(celeba_root.root, "train")

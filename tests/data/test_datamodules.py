@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
-from lfbm_lightning.data import (
-    CelebADataModule,
-    CIFAR10DataModule,
-    DigitsDataModule,
-    MNISTDataModule,
-    SVHNDataModule,
-)
-from lfbm_lightning.data import readers as readers_module
+from lfbm_lightning.data import cifar10 as cifar10_module
+from lfbm_lightning.data.celeba import CelebADataModule
+from lfbm_lightning.data.cifar10 import CIFAR10DataModule
+from lfbm_lightning.data.digits import DigitsDataModule
+from lfbm_lightning.data.mnist import MNISTDataModule
 from lfbm_lightning.data.occlusion import expected_coverage, make_mask
-from lfbm_lightning.data.readers import DatasetFilesMissing
+from lfbm_lightning.data.svhn import SVHNDataModule
+from lfbm_lightning.errors import DatasetFilesMissing
 from lfbm_lightning.training import prepare_before_fit
 from tests.data.conftest import mnist_grey
 
@@ -207,9 +207,11 @@ def test_prepare_data_names_dir_files_and_flag_when_files_are_missing(
 
 @pytest.mark.parametrize(("name", "make", "expected"), PREPARE, ids=[p[0] for p in PREPARE])
 def test_download_true_fetches_instead_of_checking(monkeypatch, tmp_path, name, make, expected):
-    # the real download needs network; here only the hand-over to readers.download is checked
+    # the real download needs network; here only the hand-over to the module's download is
+    # checked
     calls = []
-    monkeypatch.setattr(readers_module, "download", lambda *args: calls.append(args))
+    module = importlib.import_module(f"lfbm_lightning.data.{name}")
+    monkeypatch.setattr(module, "download", lambda root: calls.append((name, root)))
     make(tmp_path, download=True).prepare_data()
     assert calls == [(name, tmp_path)]
 
@@ -301,7 +303,7 @@ def test_kind_null_means_complete_images():
 def test_only_rank_zero_fetches_before_fit(monkeypatch, tmp_path, download, rank, fetches):
     # other ranks leave fetching to Lightning's prepare_data (first rank per node, barrier)
     calls = []
-    monkeypatch.setattr(readers_module, "download", lambda *args: calls.append(args))
+    monkeypatch.setattr(cifar10_module, "download", lambda root: calls.append(root))
     prepare_before_fit(PREPARE[0][1](tmp_path, download=download), rank)
     assert len(calls) == fetches
 
