@@ -1,7 +1,9 @@
 """CelebA 64 (protocols.md): aligned images, crop box (top 45, left 25, 128 x 128), 64 x 64.
 
 The official partitions of ``list_eval_partition.txt`` are train = 0 (162,770), valid = 1
-(19,867, where the paper evaluates) and test = 2 (19,962). Images are decoded lazily.
+(19,867, where the paper evaluates) and test = 2 (19,962). Images are decoded lazily. The data
+module trains on the whole train partition; its ``val`` split (``val/mse``, image grids) is a
+fixed seeded subset of ``val_size`` training images, never the evaluation partition ``valid``.
 
 On disk (torchvision's layout): ``<root>/celeba/img_align_celeba/*.jpg`` (178 x 218) and
 ``<root>/celeba/list_eval_partition.txt`` (lines like '000001.jpg 0').
@@ -10,6 +12,7 @@ On disk (torchvision's layout): ``<root>/celeba/img_align_celeba/*.jpg`` (178 x 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +22,9 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
 from lfbm_lightning.data.base import FileDataModule
-from lfbm_lightning.data.datasets import to_unit_range
+from lfbm_lightning.data.datasets import IndexedSubset, to_unit_range
 from lfbm_lightning.data.readers import DataFiles, check_choice
+from lfbm_lightning.data.splits import train_val_rows
 
 DIRECTORY = "celeba"
 IMAGES = "img_align_celeba"
@@ -163,18 +167,32 @@ def write_toy_files(root: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
 class CelebADataModule(FileDataModule):
     """CelebA 64 x 64 colour faces in [-1, 1] from ``<root>/celeba``.
 
-    Args: see :class:`FileDataModule`; ``channels`` and ``image_size`` must be 3 and 64.
+    Splits: ``train`` = the train partition, ``val`` = ``val_size`` of its images (seeded by
+    ``seed``; they stay in training), ``valid`` = the valid partition (the evaluation split),
+    ``test`` = the test partition.
+
+    Args:
+        val_size: training images that ``val`` monitors.
+        **kwargs: see :class:`FileDataModule`; ``channels`` and ``image_size`` must be 3 and 64.
     """
 
     files = FILES
     image_shape = (3, 64)
-    evaluation_split = "val"
+    evaluation_split = "valid"
+
+    def __init__(self, val_size: int = 1000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.val_size = val_size
 
     def fetch(self) -> None:
         download(self.root)
 
     def build_splits(self) -> dict[str, Dataset]:
+        train = CelebA64(self.root, "train")
+        _, val = train_val_rows(np.arange(len(train)), self.val_size, None, self.seed)
         return {
-            split: CelebA64(self.root, partition)
-            for split, partition in (("train", "train"), ("val", "valid"), ("test", "test"))
+            "train": train,
+            "val": IndexedSubset(train, val),
+            "valid": CelebA64(self.root, "valid"),
+            "test": CelebA64(self.root, "test"),
         }

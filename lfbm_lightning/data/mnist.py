@@ -1,8 +1,9 @@
 """MNIST: the standard train/test split, or the held-out-digit anomaly protocol (protocols.md).
 
 Held-out digit k: pool all 70,000 images, drop digit k, permute the rest with seed 42; the first
-80% is the training pool (of which ``val_fraction`` is held out for validation); the test set is
-the other 20% plus every image of digit k, label 1 = anomaly.
+80% is the training set; the test set is the other 20% plus every image of digit k, label 1 =
+anomaly. In both, ``val`` is drawn from the training set (``val_size`` images that stay in
+training, or a carved ``val_fraction``; :mod:`lfbm_lightning.data.splits`).
 
 On disk (torchvision's layout): ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``
 (each may be gzipped, name + '.gz'): idx files, a big-endian int32 magic (2051 images, 2049
@@ -21,9 +22,9 @@ import numpy as np
 from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
-from lfbm_lightning.data.in_memory import TrainTestDataModule, UInt8ImageDataset, carve_validation
+from lfbm_lightning.data.in_memory import TrainTestDataModule, UInt8ImageDataset
 from lfbm_lightning.data.readers import DataFiles, check_choice
-from lfbm_lightning.data.splits import holdout_digit_split
+from lfbm_lightning.data.splits import holdout_digit_split, train_val_rows
 
 DIRECTORY = "MNIST/raw"
 SPLITS = {
@@ -150,9 +151,8 @@ class MNISTDataModule(TrainTestDataModule):
     """MNIST 28 x 28 grey digits in [-1, 1] from ``<root>/MNIST/raw``.
 
     Args:
-        holdout_digit: None (standard split: train 60,000 with validation carved from it, test
-            10,000, labels = digits) or the anomalous digit 0..9 (labels of the test set:
-            1 = anomaly).
+        holdout_digit: None (standard split: train 60,000, test 10,000, labels = digits) or the
+            anomalous digit 0..9 (labels of the test set: 1 = anomaly).
         holdout_seed: permutation seed of the held-out-digit protocol (42 in the reference).
         **kwargs: see :class:`TrainTestDataModule`; ``channels`` and ``image_size`` must be 1
             and 28.
@@ -181,7 +181,7 @@ class MNISTDataModule(TrainTestDataModule):
             return super().build_splits()
         images, labels = self.read("all")
         split = holdout_digit_split(labels, self.holdout_digit, self.holdout_seed)
-        train, val = carve_validation(split.train, self.val_fraction, self.seed)
+        train, val = train_val_rows(split.train, self.val_size, self.val_fraction, self.seed)
         return {
             "train": UInt8ImageDataset(images, labels[train], train),
             "val": UInt8ImageDataset(images, labels[val], val),
