@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
+import torch
 from hydra.utils import instantiate
 
+from lfbm_lightning.data.base import FileDataModule
+from lfbm_lightning.errors import DatasetFilesMissing
 from lfbm_lightning.generators import output_shape
+from tests.conftest import CONF
+
+DATASETS = sorted(path.stem for path in (CONF / "dataset").glob("*.yaml"))
+SMALL_LOADER = {"batch_size": 2, "num_workers": 0, "pin_memory": False}
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_dataset_config_is_one_module_that_fits_its_generator(compose_cfg, tmp_path, name):
+    """The contract of a data set (``conf/dataset/<name>.yaml`` + its module): it composes with
+    the train config, its generator draws images of its (channels, image_size), and its data
+    module yields them in every split. A file-based one checks its files first and writes a toy
+    copy of its on-disk format with its module's ``write_toy_files(root)``."""
+    cfg = compose_cfg([f"dataset={name}", f"paths.data_dir={tmp_path / 'data'}"])
+    shape = (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
+    generator = instantiate(cfg.generator)
+    assert output_shape(generator, cfg.latent_dim) == shape
+
+    datamodule = instantiate(cfg.dataset, **SMALL_LOADER, persistent_workers=False)
+    if isinstance(datamodule, FileDataModule):
+        with pytest.raises(DatasetFilesMissing, match=datamodule.files.expected[0]):
+            datamodule.prepare_data()
+        sys.modules[type(datamodule).__module__].write_toy_files(datamodule.root)
+    datamodule.prepare_data()
+    datamodule.setup()
+    assert {"train", "val", "test", datamodule.evaluation_split} <= set(datamodule.splits)
+    assert datamodule.evaluation_split != "val"  # val/mse never monitors the evaluation split
+    for split, dataset in datamodule.splits.items():
+        item = dataset[len(dataset) - 1]
+        assert item["image"].shape == shape, split
+        assert item["index"].item() == len(dataset) - 1, split
+        assert torch.isfinite(item["image"]).all(), split
+    batch = next(iter(datamodule.train_dataloader()))
+    with torch.no_grad():
+        fake = generator(torch.randn(len(batch["image"]), cfg.latent_dim))
+    assert fake.shape == batch["image"].shape
 
 
 def convt_parameters(latent_dim: int, layers: list[tuple[int, int]]) -> int:
@@ -104,6 +144,21 @@ def test_mnist_defaults_to_the_standard_split_with_the_protocol_seed(compose_cfg
     assert cfg.dataset.holdout_digit is None and cfg.dataset.holdout_seed == 42
     cfg = compose_cfg(["dataset=mnist", "dataset.holdout_digit=7"])
     assert instantiate(cfg.dataset).holdout_digit == 7
+
+
+@pytest.mark.parametrize("name", ["cifar10", "svhn", "mnist", "celeba"])
+def test_paper_datasets_train_on_the_whole_split_by_default(compose_cfg, name):
+    cfg = compose_cfg([f"dataset={name}"])
+    assert cfg.dataset.val_size == 1000 and cfg.dataset.get("val_fraction") is None
+    assert instantiate(cfg.dataset).val_size == 1000
+    carved = compose_cfg(["dataset=cifar10", "dataset.val_fraction=0.02"])
+    assert instantiate(carved.dataset).val_fraction == 0.02
+
+
+def test_only_mnist_drops_the_last_training_batch(compose_cfg):
+    for name in DATASETS:
+        datamodule = instantiate(compose_cfg([f"dataset={name}"]).dataset)
+        assert datamodule.drop_last == (name == "mnist"), name
 
 
 def test_data_dir_comes_from_lfbm_data_dir_unless_overridden(compose_cfg, monkeypatch, tmp_path):

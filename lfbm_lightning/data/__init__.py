@@ -1,23 +1,11 @@
 """LightningDataModules, dataset readers, splits and occlusion masks.
 
-``dataset=<name>`` selects one data module (``conf/dataset/<name>.yaml``):
-digits (embedded), cifar10, svhn, celeba (CelebA 64) and mnist.
+``dataset=<name>`` selects one data module: ``conf/dataset/<name>.yaml`` names its class, which
+lives in ``lfbm_lightning/data/<name>.py`` with everything else of that data set (its expected
+files, reader, download and toy files for the tests; see :mod:`lfbm_lightning.data.readers`).
+A new data set is that one module and that one config, nothing else.
 """
 
 from lfbm_lightning.data.base import FileDataModule, ImageDataModule, OccludedDataset
-from lfbm_lightning.data.celeba import CelebADataModule
-from lfbm_lightning.data.cifar10 import CIFAR10DataModule
-from lfbm_lightning.data.digits import DigitsDataModule
-from lfbm_lightning.data.mnist import MNISTDataModule
-from lfbm_lightning.data.svhn import SVHNDataModule
 
-__all__ = [
-    "CIFAR10DataModule",
-    "CelebADataModule",
-    "DigitsDataModule",
-    "FileDataModule",
-    "ImageDataModule",
-    "MNISTDataModule",
-    "OccludedDataset",
-    "SVHNDataModule",
-]
+__all__ = ["FileDataModule", "ImageDataModule", "OccludedDataset"]

@@ -25,8 +25,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lfbm_lightning.data import readers
 from lfbm_lightning.data.occlusion import HOLE_SIDE, MaskMaker
+from lfbm_lightning.data.readers import DataFiles
 
 OCCLUSION_KEYS = ("kind", "coverage", "size", "hole_size", "seed")
 
@@ -80,9 +80,10 @@ class OccludedDataset(Dataset):
 
 
 class ImageDataModule(pl.LightningDataModule):
-    """Base class: subclasses build ``{"train", "val", "test"} -> Dataset`` in
-    :meth:`build_splits`; this class stores them in ``self.splits`` on :meth:`setup`, occludes
-    the training split when asked, and builds the loaders.
+    """Base class: subclasses build ``{"train", "val", "test", ...} -> Dataset`` in
+    :meth:`build_splits` (``val`` feeds ``val/mse`` and the image grids; extra splits such as
+    CelebA's ``valid`` are for evaluation); this class stores them in ``self.splits`` on
+    :meth:`setup`, occludes the training split when asked, and builds the loaders.
 
     Items follow :mod:`lfbm_lightning.data.datasets` (dicts with image, label, index, [mask]).
 
@@ -95,13 +96,17 @@ class ImageDataModule(pl.LightningDataModule):
         persistent_workers: keep workers alive between epochs (needs num_workers > 0).
         seed: seed of the splits and of the training-set shuffling.
         occlusion: None or the occlusion setting (module docstring); masks the training split.
+        drop_last: drop each epoch's last, incomplete training batch (as the reference does for
+            MNIST, whose BatchNorm generator would otherwise see a tiny batch every epoch);
+            validation and test loaders keep every image.
     """
 
     image_shape: ClassVar[tuple[int, int] | None] = None
     """(channels, image_size) of the data set's images, checked against the config if set."""
 
     evaluation_split: ClassVar[str] = "test"
-    """The split protocols.md evaluates reconstruction on (CelebA: its 'valid' partition)."""
+    """The split protocols.md evaluates reconstruction on (CelebA: its 'valid' partition); the
+    ``val`` split (``val/mse``) is never it."""
 
     def __init__(
         self,
@@ -113,6 +118,7 @@ class ImageDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
         seed: int = 1,
         occlusion: Mapping[str, Any] | None = None,
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         if self.image_shape is not None and (channels, image_size) != self.image_shape:
@@ -134,6 +140,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = seed
         self.occlusion = mask_maker(occlusion, image_size)
+        self.drop_last = drop_last
         self.splits: dict[str, Dataset] = {}
 
     @property
@@ -153,7 +160,7 @@ class ImageDataModule(pl.LightningDataModule):
             splits["train"] = OccludedDataset(splits["train"], self.occlusion)
         self.splits = splits
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
         if split not in self.splits:
             self.setup()
         dataset = self.splits[split]
@@ -164,11 +171,11 @@ class ImageDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            drop_last=False,
+            drop_last=drop_last,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True, drop_last=self.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
@@ -217,11 +224,13 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 class FileDataModule(ImageDataModule):
-    """A data module read from files under one data directory (see :mod:`readers`).
+    """A data module read from files under one data directory.
 
-    :meth:`prepare_data` downloads the files when ``download`` is true, and otherwise checks
-    that they are all there, raising :class:`readers.DatasetFilesMissing` (naming the directory,
-    the files and the settings that fix it) before any model is built.
+    A subclass lives in its data set's module and sets :attr:`files` (what must be there) and
+    :meth:`fetch` (its torchvision download). :meth:`prepare_data` downloads the files when
+    ``download`` is true, and otherwise checks that they are all there, raising
+    :class:`~lfbm_lightning.errors.DatasetFilesMissing` (naming the directory, the files and
+    the settings that fix it) before any model is built.
 
     Args:
         root: the data directory (``paths.data_dir``).
@@ -229,16 +238,20 @@ class FileDataModule(ImageDataModule):
         **kwargs: see :class:`ImageDataModule`.
     """
 
-    name: ClassVar[str]
-    """Key of the data set in :data:`readers.EXPECTED_FILES`."""
+    files: ClassVar[DataFiles]
+    """The data set's files under the data directory."""
 
     def __init__(self, root: str | Path, download: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.root = Path(root).expanduser()
         self.download = download
 
+    def fetch(self) -> None:
+        """Download the data set's files into :attr:`root` and check they are all there."""
+        raise NotImplementedError
+
     def prepare_data(self) -> None:
         if self.download:
-            readers.download(self.name, self.root)
+            self.fetch()
         else:
-            readers.check_files(self.name, self.root)
+            self.files.check(self.root)

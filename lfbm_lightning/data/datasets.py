@@ -47,3 +47,22 @@ class TensorImageDataset(Dataset):
         if self.masks is not None:
             item["mask"] = self.masks[i]
         return item
+
+
+class IndexedSubset(Dataset):
+    """Items ``dataset[rows[i]]`` renumbered: their ``index`` is i, the position in the subset.
+
+    Args:
+        dataset: a dataset of batch dicts.
+        rows: int (M,) positions in ``dataset``.
+    """
+
+    def __init__(self, dataset: Dataset, rows: np.ndarray) -> None:
+        self.dataset = dataset
+        self.rows = np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {**self.dataset[int(self.rows[i])], "index": torch.tensor(i)}

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from lfbm_lightning.data.base import FileDataModule
 from lfbm_lightning.data.datasets import to_unit_range
+from lfbm_lightning.data.splits import train_val_rows
 
 
 class UInt8ImageDataset(Dataset):
@@ -50,45 +51,24 @@ class UInt8ImageDataset(Dataset):
         }
 
 
-def carve_validation(
-    indices: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out a seeded ``fraction`` of ``indices`` for validation.
-
-    Args:
-        indices: (N,) the training pool.
-        fraction: share for validation, rounded to a count that must leave both parts non-empty.
-        seed: seed of the choice.
-
-    Returns:
-        (train, val): train keeps the pool's order; val in the seeded random order.
-    """
-    indices = np.asarray(indices)
-    n_val = int(round(fraction * len(indices)))
-    if not 0 < n_val < len(indices):
-        raise ValueError(
-            f"dataset.val_fraction={fraction} holds out {n_val} of {len(indices)} training "
-            "images: both the training and the validation part must be non-empty"
-        )
-    chosen = np.random.RandomState(seed).permutation(len(indices))[:n_val]
-    keep = np.ones(len(indices), dtype=bool)
-    keep[chosen] = False
-    return indices[keep], indices[chosen]
-
-
 class TrainTestDataModule(FileDataModule):
-    """A data set with official train and test splits, validation carved from train (seeded).
+    """A data set with official train and test splits; ``val`` is drawn from train
+    (:func:`~lfbm_lightning.data.splits.train_val_rows`).
 
-    Subclasses set ``name``, ``image_shape`` and :meth:`read`.
+    Subclasses set ``files``, ``image_shape``, :meth:`fetch` and :meth:`read`.
 
     Args:
-        val_fraction: share of the training split held out for validation (the paper trains on
-            all of it; the validation loop only monitors reconstruction).
+        val_size: images of the training split that ``val`` monitors (they stay in training).
+        val_fraction: None (the paper: train on the whole split), or the share of the training
+            split carved out for ``val`` instead.
         **kwargs: see :class:`FileDataModule`.
     """
 
-    def __init__(self, val_fraction: float = 0.02, **kwargs: Any) -> None:
+    def __init__(
+        self, val_size: int = 1000, val_fraction: float | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.val_size = val_size
         self.val_fraction = val_fraction
 
     def read(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +77,8 @@ class TrainTestDataModule(FileDataModule):
 
     def build_splits(self) -> dict[str, Dataset]:
         images, labels = self.read("train")
-        train, val = carve_validation(np.arange(len(images)), self.val_fraction, self.seed)
+        rows = np.arange(len(images))
+        train, val = train_val_rows(rows, self.val_size, self.val_fraction, self.seed)
         return {
             "train": UInt8ImageDataset(images, labels[train], train),
             "val": UInt8ImageDataset(images, labels[val], val),

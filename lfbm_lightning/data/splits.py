@@ -1,4 +1,10 @@
-"""Seeded index splits, including the held-out-digit anomaly protocol.
+"""Seeded index splits: the validation subset, the held-out-digit anomaly protocol.
+
+Validation (:func:`train_val_rows`). The paper trains on the whole training split, so by
+default every training image stays in training and ``val`` (what ``val/mse`` and the image
+grids use) is a fixed subset of ``val_size`` of those same training images, drawn with the
+data module's seed: it monitors the fit, never the split the paper evaluates on. Setting
+``dataset.val_fraction`` instead carves that share out of training (not in the paper).
 
 Held-out-digit protocol (Zenati et al. 2018, followed by MEG and LEBM): pool every image, remove
 the held-out digit, permute the rest with a fixed seed; the first ``train_fraction`` is the
@@ -11,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from lfbm_lightning.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -61,3 +69,54 @@ def random_split_indices(n: int, fractions: tuple[float, ...], seed: int) -> lis
     order = np.random.RandomState(seed).permutation(n)
     cuts = np.cumsum([int(round(f * n)) for f in fractions[:-1]])
     return np.split(order, cuts)
+
+
+def carve_validation(
+    indices: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out a seeded ``fraction`` of ``indices`` for validation.
+
+    Args:
+        indices: (N,) the training pool.
+        fraction: share for validation, rounded to a count that must leave both parts non-empty.
+        seed: seed of the choice.
+
+    Returns:
+        (train, val): train keeps the pool's order; val in the seeded random order.
+    """
+    indices = np.asarray(indices)
+    n_val = int(round(fraction * len(indices)))
+    if not 0 < n_val < len(indices):
+        raise ConfigError(
+            f"dataset.val_fraction={fraction} holds out {n_val} of {len(indices)} training "
+            "images: both the training and the validation part must be non-empty"
+        )
+    chosen = np.random.RandomState(seed).permutation(len(indices))[:n_val]
+    keep = np.ones(len(indices), dtype=bool)
+    keep[chosen] = False
+    return indices[keep], indices[chosen]
+
+
+def train_val_rows(
+    indices: np.ndarray, val_size: int, val_fraction: float | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows and the validation rows of a training pool (module docstring).
+
+    Args:
+        indices: (N,) the training pool.
+        val_size: with ``val_fraction`` None, validation = min(val_size, N) rows of the pool,
+            drawn with ``seed`` (the first ones of the permutation :func:`carve_validation`
+            draws, so both choose the same images for the same count); training = all N.
+        val_fraction: None, or the share carved out of training (:func:`carve_validation`).
+        seed: seed of the choice.
+
+    Returns:
+        (train, val): train in the pool's order; val in the seeded random order.
+    """
+    indices = np.asarray(indices)
+    if val_fraction is not None:
+        return carve_validation(indices, val_fraction, seed)
+    if val_size < 1:
+        raise ConfigError(f"dataset.val_size must be >= 1, got {val_size}")
+    chosen = np.random.RandomState(seed).permutation(len(indices))[:val_size]
+    return indices, indices[chosen]

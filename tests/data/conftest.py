@@ -1,22 +1,20 @@
 """Fixtures writing tiny data sets in each one's real on-disk format (torchvision layouts).
 
-Each fixture returns a :class:`FakeData`: the data directory and, per split, the exact arrays
-that were written (images uint8 (N, C, H, W), labels int64 (N,)), so tests can check what the
-readers give back.
+Each data set's module writes its own toy copy (``write_toy_files``); each fixture returns a
+:class:`FakeData`: the data directory and, per split, the exact arrays that were written
+(images uint8 (N, C, H, W), labels int64 (N,)), so tests can check what the readers give back.
 """
 
 from __future__ import annotations
 
 import gzip
-import pickle
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
-from PIL import Image
+
+from lfbm_lightning.data import celeba, cifar10, mnist, svhn
 
 
 @dataclass
@@ -35,115 +33,35 @@ class FakeData:
     names: dict[str, list[str]] | None = None
 
 
-def _random_images(rng: np.random.Generator, n: int, c: int, h: int, w: int) -> np.ndarray:
-    return rng.integers(0, 256, size=(n, c, h, w), dtype=np.uint8)
-
-
 @pytest.fixture
 def cifar10_root(tmp_path: Path) -> FakeData:
     """CIFAR-10 python pickles: 5 train batches of 2 images and a test batch of 3."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    written = {"train": ([], []), "test": ([], [])}
-    batches = [(f"data_batch_{k}", "train", 2) for k in range(1, 6)] + [("test_batch", "test", 3)]
-    for file, split, n in batches:
-        images = _random_images(rng, n, 3, 32, 32)
-        labels = rng.integers(0, 10, size=n)
-        batch = {
-            b"batch_label": file.encode(),
-            b"labels": [int(y) for y in labels],
-            b"data": images.reshape(n, 3072),  # row-major R, G, B planes
-            b"filenames": [f"img_{i}.png".encode() for i in range(n)],
-        }
-        with open(folder / file, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
-        written[split][0].append(images)
-        written[split][1].append(labels.astype(np.int64))
-    splits = {s: (np.concatenate(x), np.concatenate(y)) for s, (x, y) in written.items()}
-    return FakeData(tmp_path, splits)
+    return FakeData(tmp_path, cifar10.write_toy_files(tmp_path))
 
 
 @pytest.fixture
 def svhn_root(tmp_path: Path) -> FakeData:
     """SVHN .mat files ('X' (32, 32, 3, N) uint8, 'y' (N, 1) with 10 for digit 0)."""
-    rng = np.random.default_rng(1)
-    folder = tmp_path / "svhn"
-    folder.mkdir()
-    splits = {}
-    for split, n in (("train", 5), ("test", 4)):
-        images = _random_images(rng, n, 3, 32, 32)
-        digits = np.concatenate([[0, 7], rng.integers(0, 10, size=n - 2)]).astype(np.int64)
-        y = np.where(digits == 0, 10, digits).astype(np.uint8)[:, None]
-        scipy.io.savemat(
-            folder / f"{split}_32x32.mat", {"X": images.transpose(2, 3, 1, 0), "y": y}
-        )
-        splits[split] = (images, digits)
-    return FakeData(tmp_path, splits)
-
-
-def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
-    """An idx file: big-endian int32 magic and dims, then the uint8 values."""
-    header = struct.pack(f">{1 + array.ndim}i", magic, *array.shape)
-    return header + array.astype(np.uint8).tobytes()
+    return FakeData(tmp_path, svhn.write_toy_files(tmp_path))
 
 
 @pytest.fixture(params=["plain", "gz"])
 def mnist_root(request: pytest.FixtureRequest, tmp_path: Path) -> FakeData:
     """MNIST idx files (4 train and 3 test images), plain or gzipped."""
-    rng = np.random.default_rng(2)
-    folder = tmp_path / "MNIST" / "raw"
-    folder.mkdir(parents=True)
-    splits = {}
-    for split, prefix, n in (("train", "train", 4), ("test", "t10k", 3)):
-        images = _random_images(rng, n, 1, 28, 28)
-        labels = rng.integers(0, 10, size=n).astype(np.int64)
-        for file, data in (
-            (f"{prefix}-images-idx3-ubyte", _idx_bytes(images[:, 0], 2051)),
-            (f"{prefix}-labels-idx1-ubyte", _idx_bytes(labels, 2049)),
-        ):
-            if request.param == "gz":
-                (folder / f"{file}.gz").write_bytes(gzip.compress(data))
-            else:
-                (folder / file).write_bytes(data)
-        splits[split] = (images, labels)
-    return FakeData(tmp_path, splits)
+    return FakeData(tmp_path, mnist.write_toy_files(tmp_path, gz=request.param == "gz"))
 
 
-CELEBA_CODES = [0, 1, 0, 2, 0, 1]  # partition of 000001.jpg .. 000006.jpg
-
-
-def celeba_image(blue: int) -> np.ndarray:
-    """A 218 x 178 aligned-CelebA-sized image, uint8 (3, 218, 178) that encodes position.
-
-    Red = 2 * (column - 25) and green = 2 * (row - 45), clipped to 0..255: ramps from 0 to 254
-    across the crop box (top 45, left 25, 128 x 128), flat outside it. Blue is constant.
-    Smooth, so JPEG keeps it within a level or two.
-    """
-    rows, cols = np.mgrid[0:218, 0:178]
-    red, green = np.clip(2 * (cols - 25), 0, 255), np.clip(2 * (rows - 45), 0, 255)
-    return np.stack([red, green, np.full_like(rows, blue)]).astype(np.uint8)
+@pytest.fixture
+def mnist_plain_root(tmp_path: Path) -> FakeData:
+    """MNIST plain idx files (4 train and 3 test images)."""
+    return FakeData(tmp_path, mnist.write_toy_files(tmp_path))
 
 
 @pytest.fixture
 def celeba_root(tmp_path: Path) -> FakeData:
     """CelebA: ``celeba/img_align_celeba/00000k.jpg`` (178 x 218) and the partition file."""
-    folder = tmp_path / "celeba"
-    (folder / "img_align_celeba").mkdir(parents=True)
-    names: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
-    images: dict[str, list[np.ndarray]] = {"train": [], "valid": [], "test": []}
-    lines = []
-    for k, code in enumerate(CELEBA_CODES, start=1):
-        name, split = f"{k:06d}.jpg", ("train", "valid", "test")[code]
-        image = celeba_image(blue=30 * k)
-        Image.fromarray(image.transpose(1, 2, 0)).save(
-            folder / "img_align_celeba" / name, quality=95, subsampling=0
-        )
-        lines.append(f"{name} {code}\n")
-        names[split].append(name)
-        images[split].append(image)
-    (folder / "list_eval_partition.txt").write_text("".join(lines))
-    splits = {s: (np.stack(x), np.zeros(len(x), dtype=np.int64)) for s, x in images.items()}
+    splits = celeba.write_toy_files(tmp_path)
+    names = celeba.read_celeba_partition(tmp_path)
     return FakeData(tmp_path, splits, names)
 
 
@@ -173,8 +91,8 @@ def mnist_full_root(tmp_path_factory: pytest.TempPathFactory) -> FakeData:
         labels = rng.permutation(np.repeat(np.arange(10), MNIST_COUNTS[split])).astype(np.int64)
         images = np.broadcast_to(mnist_grey(labels)[:, None, None], (len(labels), 28, 28))
         for file, data in (
-            (f"{prefix}-images-idx3-ubyte.gz", _idx_bytes(images, 2051)),
-            (f"{prefix}-labels-idx1-ubyte.gz", _idx_bytes(labels, 2049)),
+            (f"{prefix}-images-idx3-ubyte.gz", mnist.idx_bytes(images, 2051)),
+            (f"{prefix}-labels-idx1-ubyte.gz", mnist.idx_bytes(labels, 2049)),
         ):
             (folder / file).write_bytes(gzip.compress(data, compresslevel=1))
         splits[split] = (images[:, None], labels)  # a broadcast view: no memory

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
-from lfbm_lightning.data import (
-    CelebADataModule,
-    CIFAR10DataModule,
-    DigitsDataModule,
-    MNISTDataModule,
-    SVHNDataModule,
-)
-from lfbm_lightning.data import readers as readers_module
+from lfbm_lightning.data import cifar10 as cifar10_module
+from lfbm_lightning.data.celeba import CelebADataModule
+from lfbm_lightning.data.cifar10 import CIFAR10DataModule
+from lfbm_lightning.data.digits import DigitsDataModule
+from lfbm_lightning.data.mnist import MNISTDataModule
 from lfbm_lightning.data.occlusion import expected_coverage, make_mask
-from lfbm_lightning.data.readers import DatasetFilesMissing
+from lfbm_lightning.data.svhn import SVHNDataModule
+from lfbm_lightning.errors import DatasetFilesMissing
 from lfbm_lightning.training import prepare_before_fit
 from tests.data.conftest import mnist_grey
 
@@ -70,6 +70,36 @@ def test_train_test_sets_carve_val_from_train(request, make, fixture, sizes):
     assert np.array_equal(stack(dm.splits["test"], "label").numpy(), data.splits["test"][1])
 
 
+@pytest.mark.parametrize(
+    ("make", "fixture"), [(cifar10, "cifar10_root"), (svhn, "svhn_root")], ids=["cifar10", "svhn"]
+)
+def test_default_trains_on_the_whole_split_and_monitors_a_seeded_subset(request, make, fixture):
+    data = request.getfixturevalue(fixture)
+    n = len(data.splits["train"][1])
+    dm = make(data.root, val_size=3)
+    dm.setup()
+    train, val = dm.splits["train"], dm.splits["val"]
+    assert np.array_equal(train.indices, np.arange(n))  # every training image, in file order
+    assert len(val) == 3 and len(set(val.indices.tolist())) == 3
+    assert [val[i]["index"].item() for i in range(3)] == [0, 1, 2]
+    assert np.array_equal(as_uint8(stack(val)), data.splits["train"][0][val.indices])
+    # the same images the opt-in carve of the same count holds out, fixed by the seed
+    carved = make(data.root, val_fraction=3 / n)
+    carved.setup()
+    assert np.array_equal(val.indices, carved.splits["val"].indices)
+    other_seed = make(data.root, val_size=3, seed=2)
+    other_seed.setup()
+    assert not np.array_equal(val.indices, other_seed.splits["val"].indices)
+    everything = make(data.root)  # val_size 1000 > n: all training images
+    everything.setup()
+    assert sorted(everything.splits["val"].indices.tolist()) == list(range(n))
+
+
+def test_val_size_below_one_is_rejected(cifar10_root):
+    with pytest.raises(ValueError, match=r"dataset\.val_size"):
+        cifar10(cifar10_root.root, val_size=0).setup()
+
+
 def test_images_are_scaled_to_minus_one_one(cifar10_root):
     dm = cifar10(cifar10_root.root, val_fraction=0.2)
     dm.setup()
@@ -122,9 +152,17 @@ def test_mnist_standard_split(mnist_root):
 
 
 def test_mnist_full_standard_split_sizes(mnist_full_root):
-    dm = mnist(mnist_full_root.root)  # val_fraction 0.02, as conf/dataset/mnist.yaml
+    dm = mnist(mnist_full_root.root, val_fraction=0.02)  # the opt-in carve
     dm.setup()
     assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [58_800, 1_200, 10_000]
+
+
+def test_mnist_trains_on_all_60000_by_default(mnist_full_root):
+    dm = mnist(mnist_full_root.root)
+    dm.setup()
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [60_000, 1_000, 10_000]
+    assert np.array_equal(dm.splits["train"].indices, np.arange(60_000))
+    assert np.isin(dm.splits["val"].indices, dm.splits["train"].indices).all()
 
 
 # protocols.md: train / test normal / test anomalies for each held-out digit
@@ -140,7 +178,7 @@ HOLDOUT_SIZES = {
 @pytest.mark.parametrize("digit", sorted(HOLDOUT_SIZES))
 def test_mnist_holdout_protocol_sizes_and_labels(mnist_full_root, digit):
     n_train, n_normal, n_anomalies = HOLDOUT_SIZES[digit]
-    dm = mnist(mnist_full_root.root, holdout_digit=digit)
+    dm = mnist(mnist_full_root.root, holdout_digit=digit, val_fraction=0.02)  # the opt-in carve
     dm.setup()
     train, val, test = (dm.splits[s] for s in ("train", "val", "test"))
     assert len(val) == round(0.02 * n_train) and len(train) + len(val) == n_train
@@ -156,6 +194,17 @@ def test_mnist_holdout_protocol_sizes_and_labels(mnist_full_root, digit):
     assert np.array_equal(test_grey == grey, anomaly == 1)
     assert np.intersect1d(test.indices, np.concatenate([train.indices, val.indices])).size == 0
     assert as_uint8(test[len(test) - 1]["image"]).flat[0] == grey  # anomalies come last
+
+
+@pytest.mark.parametrize("digit", [1, 9])
+def test_mnist_holdout_trains_on_the_whole_80_percent_by_default(mnist_full_root, digit):
+    n_train, n_normal, n_anomalies = HOLDOUT_SIZES[digit]
+    dm = mnist(mnist_full_root.root, holdout_digit=digit)
+    dm.setup()
+    train, val, test = (dm.splits[s] for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (n_train, 1_000, n_normal + n_anomalies)
+    assert np.isin(val.indices, train.indices).all()  # val monitors training images
+    assert np.intersect1d(test.indices, train.indices).size == 0
 
 
 def test_mnist_holdout_split_is_fixed_by_seed_42(mnist_full_root):
@@ -174,14 +223,27 @@ def test_celeba_uses_the_official_partitions(celeba_root):
     dm = celeba(celeba_root.root)
     dm.prepare_data()
     dm.setup()
-    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [3, 2, 1]
-    assert dm.splits["val"].files == celeba_root.names["valid"]  # evaluation = 'valid'
-    assert dm.evaluation_split == "val"
+    assert [len(dm.splits[s]) for s in ("train", "val", "valid", "test")] == [3, 3, 2, 1]
+    assert dm.splits["valid"].files == celeba_root.names["valid"]  # evaluation = 'valid'
+    assert dm.evaluation_split == "valid"
     batch = next(iter(dm.val_dataloader()))
     assert set(batch) == {"image", "label", "index"}
-    assert batch["image"].shape == (2, 3, 64, 64)
+    assert batch["image"].shape == (3, 3, 64, 64)
     assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
     assert batch["image"].max() > 0.9 and batch["image"].min() < -0.9  # the ramps span the range
+
+
+def test_celeba_val_monitors_training_images(celeba_root):
+    dm = celeba(celeba_root.root, val_size=2)
+    dm.setup()
+    train, val = dm.splits["train"], dm.splits["val"]
+    assert len(val) == 2
+    for i in range(2):
+        item = val[i]
+        assert item["index"].item() == i
+        same = [j for j in range(len(train)) if torch.equal(train[j]["image"], item["image"])]
+        assert len(same) == 1 and val.rows[i] == same[0]
+    assert "val" != dm.evaluation_split
 
 
 PREPARE = [
@@ -207,11 +269,22 @@ def test_prepare_data_names_dir_files_and_flag_when_files_are_missing(
 
 @pytest.mark.parametrize(("name", "make", "expected"), PREPARE, ids=[p[0] for p in PREPARE])
 def test_download_true_fetches_instead_of_checking(monkeypatch, tmp_path, name, make, expected):
-    # the real download needs network; here only the hand-over to readers.download is checked
+    # the real download needs network; here only the hand-over to the module's download is
+    # checked
     calls = []
-    monkeypatch.setattr(readers_module, "download", lambda *args: calls.append(args))
+    module = importlib.import_module(f"lfbm_lightning.data.{name}")
+    monkeypatch.setattr(module, "download", lambda root: calls.append((name, root)))
     make(tmp_path, download=True).prepare_data()
     assert calls == [(name, tmp_path)]
+
+
+def test_drop_last_drops_only_the_incomplete_training_batch(mnist_plain_root):
+    dm = mnist(mnist_plain_root.root, batch_size=3, drop_last=True)  # 4 training images
+    assert [len(b["image"]) for b in dm.train_dataloader()] == [3]
+    assert [len(b["image"]) for b in dm.val_dataloader()] == [3, 1]  # val keeps every image
+    assert [len(b["image"]) for b in dm.test_dataloader()] == [3]
+    keep = mnist(mnist_plain_root.root, batch_size=3)
+    assert [len(b["image"]) for b in keep.train_dataloader()] == [3, 1]
 
 
 # ---------------------------------------------------------------- occlusion
@@ -301,7 +374,7 @@ def test_kind_null_means_complete_images():
 def test_only_rank_zero_fetches_before_fit(monkeypatch, tmp_path, download, rank, fetches):
     # other ranks leave fetching to Lightning's prepare_data (first rank per node, barrier)
     calls = []
-    monkeypatch.setattr(readers_module, "download", lambda *args: calls.append(args))
+    monkeypatch.setattr(cifar10_module, "download", lambda root: calls.append(root))
     prepare_before_fit(PREPARE[0][1](tmp_path, download=download), rank)
     assert len(calls) == fetches
 

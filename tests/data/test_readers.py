@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from lfbm_lightning.data import readers
-from lfbm_lightning.data.readers import (
-    CelebA64,
-    DatasetFilesMissing,
-    check_files,
-    read_celeba_partition,
-    read_cifar10,
-    read_mnist,
-    read_svhn,
-)
+from lfbm_lightning.data import celeba, cifar10, mnist, svhn
+from lfbm_lightning.data.celeba import CelebA64, read_celeba_partition
+from lfbm_lightning.data.cifar10 import read_cifar10
+from lfbm_lightning.data.mnist import read_mnist
+from lfbm_lightning.data.svhn import read_svhn
+from lfbm_lightning.errors import DatasetFilesMissing
+
+FILES = {m.FILES.name: m.FILES for m in (cifar10, svhn, mnist, celeba)}
+
+
+def check_files(name: str, root) -> None:
+    FILES[name].check(root)
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -127,7 +129,7 @@ def test_celeba64_items_follow_the_batch_convention(celeba_root, split):
 
 
 def test_celeba64_applies_the_crop_box_then_halves(celeba_root):
-    """Red and green ramp from 0 to 254 across the box (conftest.celeba_image), so each output
+    """Red and green ramp from 0 to 254 across the box (celeba.toy_image), so each output
     pixel tells where it came from: output (i, j) averages source rows 45 + 2i .. 46 + 2i and
     columns 25 + 2j .. 26 + 2j, hence green 4i + 1 and red 4j + 1. A box one pixel off would
     shift every value by 2."""
@@ -165,7 +167,7 @@ def test_missing_files_raise_a_clear_error(tmp_path, name, read):
     message = str(raised.value)
     assert isinstance(raised.value, FileNotFoundError)
     assert str(tmp_path.resolve()) in message
-    first_file = readers.EXPECTED_FILES[name][0]
+    first_file = FILES[name].expected[0]
     assert first_file in message and f"{first_file}  <- missing" in message
     for setting in ("dataset.download=true", "paths.data_dir=", "LFBM_DATA_DIR"):
         assert setting in message
@@ -201,15 +203,10 @@ def test_check_files_passes_on_complete_trees(cifar10_root, svhn_root, celeba_ro
     check_files("celeba", celeba_root.root)
 
 
-def test_unknown_names_and_splits_are_rejected(tmp_path):
-    with pytest.raises(ValueError, match="cifar10"):
-        check_files("imagenet", tmp_path)
+def test_unknown_splits_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="'train', 'valid'"):
         CelebA64(tmp_path, "val")
     with pytest.raises(ValueError, match="'all'"):
         read_mnist(tmp_path, "extra")
-
-
-def test_download_rejects_unknown_names():
-    with pytest.raises(ValueError, match="svhn"):
-        readers.download("imagenet", "/nonexistent")
+    with pytest.raises(ValueError, match="'test', 'train'"):
+        read_cifar10(tmp_path, "valid")
