@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,10 @@ import numpy as np
 import pytorch_lightning as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 from pytorch_lightning.loggers import CSVLogger
+
+from lfbm_lightning.callbacks.figures import log_figure
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +150,5 @@ class TrainingCurves(pl.Callback):
             read_epoch_metrics(metrics_file), Path(trainer.default_root_dir) / self.filename
         )
         if path is not None:
-            _send_to_image_loggers(trainer.loggers, path)
-
-
-def _send_to_image_loggers(loggers: Sequence[Any], path: Path) -> None:
-    """Log the PNG at ``path`` to every logger that takes images (``log_image``)."""
-    from PIL import Image
-
-    picture = np.asarray(Image.open(path).convert("RGB"))
-    for logger in loggers:
-        if hasattr(logger, "log_image"):
-            logger.log_image(key="curves", images=[picture])
+            picture = np.asarray(Image.open(path).convert("RGB"))
+            log_figure(trainer.loggers, "curves", picture, trainer.global_step)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from lfbm_lightning.callbacks.figures import log_figure
 from lfbm_lightning.images import comparison_grid, save_array, to_grid, to_uint8
 
 
@@ -65,6 +66,4 @@ class ImageGridCallback(pl.Callback):
         for name, picture in figures.items():
             file = f"images/{name}_{tag}.png" if tag else f"{name}.png"
             save_array(picture, out_dir / file)
-            for logger in trainer.loggers:
-                if hasattr(logger, "log_image"):
-                    logger.log_image(key=f"images/{name}", images=[picture])
+            log_figure(trainer.loggers, f"images/{name}", picture, trainer.global_step)
