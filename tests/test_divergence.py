@@ -46,8 +46,9 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_skip_policy_skips_and_counts_the_bad_batch(tmp_path):
-    cfg = compose_config([*SMALL, "model.on_divergence=skip"], tmp_path)
-    model, metrics = train(cfg)
+    # 1 of 3 batches is a third of the epoch: allow it (the default stops past 10 %)
+    overrides = [*SMALL, "model.on_divergence=skip", "model.max_skipped_fraction=0.5"]
+    model, metrics = train(compose_config(overrides, tmp_path))
     assert model.skipped_batches == 1
     assert metrics["train/skipped_batches"] == 1.0
     assert finite_parameters(model)

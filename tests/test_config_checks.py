@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lfbm_lightning.training import train
-from lfbm_lightning.validation import ConfigError, validate_config
+from lfbm_lightning.config_checks import ConfigError, validate_config
 from tests.conftest import run_entry_point
 
 BAD = [
