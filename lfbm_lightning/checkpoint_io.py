@@ -20,6 +20,7 @@ is unreadable.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,8 +39,15 @@ def temp_path(path: Path) -> Path:
 
 
 def _dump(checkpoint: dict[str, Any], file: BinaryIO) -> None:
-    """Serialize ``checkpoint`` into an open binary file (the one step that takes time)."""
-    torch.save(checkpoint, file)
+    """Serialize ``checkpoint`` into an open binary file (the one step that takes time).
+
+    ``torch.save`` serializes into memory first (as Lightning's own writer does): writing
+    through torch's zip writer directly would turn a full disk into an opaque
+    ``RuntimeError`` instead of an ``OSError`` with its errno.
+    """
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    file.write(buffer.getbuffer())
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -91,9 +99,10 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
+        detail = (str(err).splitlines() or [""])[0][:200]  # an empty file: a bare EOFError
         raise CheckpointError(
-            f"could not read checkpoint {path}: the file is truncated, corrupt or not a "
-            f"PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            f"could not read checkpoint {path}: the file is empty, truncated, corrupt or not "
+            f"a PyTorch checkpoint ({type(err).__name__}{': ' + detail if detail else ''})"
         ) from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(
