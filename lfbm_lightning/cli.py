@@ -44,10 +44,11 @@ def exit_code(err: BaseException) -> int:
 
 def one_line(err: BaseException) -> str:
     """The error as one line: its message with line breaks folded."""
-    text = " ".join(str(err).split()) or type(err).__name__
     if isinstance(err, OmegaConfBaseException) and not isinstance(err, LfbmError):
-        return f"config: {text}"
-    return text
+        key, msg = getattr(err, "full_key", None), getattr(err, "msg", None) or str(err)
+        text = " ".join((str(msg).splitlines() or [""])[0].split())
+        return f"config: {text} (set {key}=... on the command line)" if key else f"config: {text}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _in_multirun() -> bool:
