@@ -44,6 +44,7 @@ from lfbm_lightning.run_dir import (
     check_epochs_left,
     check_fresh_run,
     lock_run_dir,
+    slurm_requeue_checkpoints,
 )
 
 log = logging.getLogger(__name__)
@@ -105,17 +106,17 @@ def describe_last_checkpoint(path: Path) -> str:
     return f"the last good checkpoint is {path} (epoch {epoch}): resume with ckpt_path={path}"
 
 
-def write_run_metrics(out_dir: Path, metrics: dict[str, float], status: str, trainer) -> None:
+def write_run_metrics(
+    out_dir: Path, metrics: dict[str, float], status: str, trainer: pl.Trainer
+) -> None:
     """``metrics.json``: the final scalar metrics, ``status`` and ``progress`` (module doc)."""
-    model = trainer.lightning_module if trainer is not None else None
-    record: dict = {**metrics, "status": status}
-    if trainer is not None:
-        record["progress"] = {
-            "epoch": trainer.current_epoch,
-            "epochs_completed": trainer.fit_loop.epoch_progress.current.processed,
-            "global_step": trainer.global_step,
-            "skipped_batches": int(getattr(model, "skipped_batches", 0)),
-        }
+    progress = {
+        "epoch": trainer.current_epoch,
+        "epochs_completed": trainer.fit_loop.epoch_progress.current.processed,
+        "global_step": trainer.global_step,
+        "skipped_batches": int(getattr(trainer.lightning_module, "skipped_batches", 0)),
+    }
+    record = {**metrics, "status": status, "progress": progress}
     try:
         (out_dir / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True))
     except OSError as err:  # e.g. the disk is full: the run's own error says more
@@ -176,8 +177,8 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
     sigterm = CheckpointOnSigterm(last)
     callbacks += [SkippedBatchesGuard(cfg.model.get("max_skipped_fraction", 1.0)), sigterm]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
-    if ckpt_path and rank_zero:
-        append_csv_on_resume(loggers)
+    if rank_zero and (ckpt_path or slurm_requeue_checkpoints(out_dir)):
+        append_csv_on_resume(loggers)  # a resume, or Lightning's own after a SLURM requeue
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )

@@ -21,7 +21,7 @@ class SkippedBatchesGuard(pl.Callback):
     gradient is non-finite and counts it in ``pl_module.skipped_batches``. If ``k`` batches of
     an epoch of ``n`` are skipped and ``k > max_fraction * n``, the epoch cannot end within the
     limit, so the run stops at once with a :class:`DivergenceError` (no checkpoint of that
-    epoch is written).
+    epoch is written). Under DDP each rank counts its own batches and all stop when one must.
 
     Args:
         max_fraction: largest allowed fraction of skipped batches per epoch, in [0, 1]
@@ -40,7 +40,10 @@ class SkippedBatchesGuard(pl.Callback):
     ) -> None:
         skipped = int(getattr(pl_module, "skipped_batches", 0)) - self._skipped_before_epoch
         n_batches = trainer.num_training_batches
-        if skipped == 0 or skipped <= self.max_fraction * n_batches:
+        stop = skipped > self.max_fraction * n_batches
+        if trainer.world_size > 1:  # every rank stops together, or none
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
             return
         raise DivergenceError(
             f"{skipped} of the {n_batches} batches of epoch {trainer.current_epoch} were "
