@@ -11,10 +11,12 @@ Examples:
 import hydra
 from omegaconf import DictConfig
 
+from lfbm_lightning.cli import report_errors
 from lfbm_lightning.training import train
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
+@report_errors  # project/config errors: one line on stderr, exit 2 (config) or 1
 def main(cfg: DictConfig) -> None:
     train(cfg)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from lfbm_lightning.checkpoint_io import safe_load
 from lfbm_lightning.errors import CheckpointError
 from lfbm_lightning.models import LatentPriorModel
 
@@ -21,23 +22,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint dict without executing code; raise :class:`CheckpointError` when the
     file is missing, truncated/corrupt, or lacks this project's stored config."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint not found: {path} (set ckpt_path=... to an existing .ckpt file, e.g. "
-            "<run dir>/checkpoints/last.ckpt)"
-        )
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(
-            f"could not read checkpoint {path}: the file is truncated, corrupt or not a "
-            f"PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-        ) from err
-    config = (
-        checkpoint.get("hyper_parameters", {}).get("config")
-        if isinstance(checkpoint, dict)
-        else None
-    )
+    checkpoint = safe_load(path, map_location)
+    hyper_parameters = checkpoint.get("hyper_parameters")
+    config = hyper_parameters.get("config") if isinstance(hyper_parameters, dict) else None
     if not isinstance(config, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(
             f"{path} is not an lfbm-lightning checkpoint: it has no stored run config "
@@ -73,6 +60,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> La
 # how long to train, what is logged. Everything else must match the checkpoint's config.
 RESUMABLE_CHANGES = ("ckpt_path", "paths", "trainer", "logger", "callbacks")
 RESUMABLE_DATASET_KEYS = ("root", "download", "num_workers", "pin_memory", "persistent_workers")
+# What to do about non-finite batches does not change the model: a diverged run may be resumed
+# with model.on_divergence=skip (the advice of its error message).
+RESUMABLE_MODEL_KEYS = ("on_divergence", "max_skipped_fraction")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -84,11 +74,33 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_resume_compatible(config: dict[str, Any], path: str | Path) -> None:
+def epochs_done(checkpoint: dict[str, Any]) -> int:
+    """Training epochs a Lightning checkpoint has completed (0 before the first ends).
+
+    Read from the fit loop's epoch progress (``processed``: an end-of-epoch checkpoint is
+    written before Lightning counts the epoch ``completed``); a mid-epoch checkpoint (SIGTERM)
+    counts only the epochs before it.
+    """
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", -1)) + 1
+
+
+def check_resume_compatible(
+    config: dict[str, Any], path: str | Path, checkpoint: dict[str, Any] | None = None
+) -> None:
     """Raise :class:`CheckpointError` when resuming ``path`` under ``config`` would change the
     model, the data or the training recipe (the same command plus ``ckpt_path=...`` is the way
-    to resume; only paths, trainer limits, loggers and callbacks may differ)."""
-    stored = read_checkpoint(path)["hyper_parameters"]["config"]
+    to resume; only paths, trainer limits, loggers and callbacks may differ).
+
+    Args:
+        config: the resolved run config.
+        path: the checkpoint resumed.
+        checkpoint: its content, if already read with :func:`read_checkpoint`.
+    """
+    checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
+    stored = checkpoint["hyper_parameters"]["config"]
 
     def relevant(flat: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -96,6 +108,7 @@ def check_resume_compatible(config: dict[str, Any], path: str | Path) -> None:
             for k, v in flat.items()
             if k.split(".")[0] not in RESUMABLE_CHANGES
             and not (k.startswith("dataset.") and k.split(".")[1] in RESUMABLE_DATASET_KEYS)
+            and not (k.startswith("model.") and k.split(".")[1] in RESUMABLE_MODEL_KEYS)
         }
 
     now, then = relevant(_flatten(config)), relevant(_flatten(stored))
@@ -104,6 +117,6 @@ def check_resume_compatible(config: dict[str, Any], path: str | Path) -> None:
         shown = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in differing[:8])
         raise CheckpointError(
             f"cannot resume {path}: the run config differs from the checkpoint's in {shown}. "
-            "Resume with the original command plus ckpt_path=... (only paths, trainer, logger "
-            "and callbacks settings may change)"
+            "Resume with the original command plus ckpt_path=... (only paths, trainer, logger, "
+            "callbacks, model.on_divergence and model.max_skipped_fraction may change)"
         )

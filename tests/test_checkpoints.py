@@ -9,7 +9,7 @@ import torch
 
 from lfbm_lightning.checkpoints import CheckpointError, load_model, read_checkpoint
 from lfbm_lightning.training import train
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, run_entry_point
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +79,35 @@ def test_loading_never_executes_code(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="could not read checkpoint"):
         read_checkpoint(evil)
     assert "code ran" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_keep_last_epochs_keeps_the_newest_epoch_files_and_best_is_opt_in(tmp_path):
+    run = tmp_path / "run"
+    overrides = [
+        f"hydra.run.dir={run}",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.check_val_every_n_epoch=1",
+        "inference.n_steps=1",
+        "inference.eval_steps=1",
+        "callbacks.image_grids.every_n_epochs=0",
+        "callbacks.keep_last_epochs=2",
+        "callbacks.checkpoint.save_top_k=1",
+    ]
+    result = run_entry_point("train.py", overrides)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    best = [n for n in names if n.startswith("best-epoch")]
+    assert len(best) == 1, names
+    assert sorted(set(names) - set(best)) == ["epoch-0001.ckpt", "epoch-0002.ckpt", "last.ckpt"]
+    for epoch in (1, 2):
+        path = run / "checkpoints" / f"epoch-{epoch:04d}.ckpt"
+        assert read_checkpoint(path)["epoch"] == epoch
+        load_model(path)
+    last, newest = (
+        read_checkpoint(run / "checkpoints" / n) for n in ("last.ckpt", "epoch-0002.ckpt")
+    )
+    for key, value in last["state_dict"].items():
+        assert torch.equal(value, newest["state_dict"][key]), key

@@ -3,6 +3,8 @@ checkpoint stays loadable and finite."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -11,6 +13,7 @@ from lfbm_lightning.checkpoints import load_model
 from lfbm_lightning.models.latent_model import DivergenceError
 from lfbm_lightning.training import train
 from tests.conftest import compose_config
+from tests.train_runs import callback, error_lines, run_train
 
 SMALL = [
     "trainer.max_epochs=3",
@@ -46,9 +49,51 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_skip_policy_skips_and_counts_the_bad_batch(tmp_path):
-    cfg = compose_config([*SMALL, "model.on_divergence=skip"], tmp_path)
-    model, metrics = train(cfg)
+    # 1 of 3 batches is a third of the epoch: allow it (the default stops past 10 %)
+    overrides = [*SMALL, "model.on_divergence=skip", "model.max_skipped_fraction=0.5"]
+    model, metrics = train(compose_config(overrides, tmp_path))
     assert model.skipped_batches == 1
     assert metrics["train/skipped_batches"] == 1.0
     assert finite_parameters(model)
     assert model.trainer.current_epoch == 3  # the run went on to the end
+
+
+SUBPROCESS_RUN = [
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=0",
+    "inference.n_steps=2",
+    "callbacks.image_grids.every_n_epochs=0",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+@pytest.mark.slow
+def test_skipping_every_batch_stops_the_run_and_says_no_checkpoint_exists(tmp_path):
+    run = tmp_path / "run"
+    overrides = [*SUBPROCESS_RUN, "model.on_divergence=skip", *callback("NaNEveryBatch")]
+    result = run_train([f"hydra.run.dir={run}", *overrides])
+    assert result.returncode == 1, result.stderr[-2000:]
+    [line] = error_lines(result.stderr)
+    assert "1 of the 3 batches of epoch 0 were skipped as non-finite" in line, line
+    assert "more than model.max_skipped_fraction=0.1" in line
+    assert f"no checkpoint was written yet ({run / 'checkpoints' / 'last.ckpt'}" in line
+    assert "Traceback" not in result.stderr
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "diverged"
+    assert record["progress"]["skipped_batches"] == 1
+    assert not (run / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_stop_names_the_last_good_checkpoint_and_its_epoch(tmp_path):
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    overrides = [*SUBPROCESS_RUN, *callback("NaNEveryBatch", epoch=1)]
+    result = run_train([f"hydra.run.dir={run}", *overrides])
+    assert result.returncode == 1, result.stderr[-2000:]
+    [line] = error_lines(result.stderr)
+    assert "non-finite z at epoch 1, batch 0" in line, line
+    assert f"the last good checkpoint is {last} (epoch 0): resume with ckpt_path={last}" in line
+    assert json.loads((run / "metrics.json").read_text())["status"] == "diverged"
+    assert finite_parameters(load_model(last))

@@ -291,8 +291,8 @@ class LatentPriorModel(pl.LightningModule):
         if policy != "skip":
             raise DivergenceError(
                 f"non-finite {quantity} at {where}: training stopped before the optimizer "
-                "step; the last checkpoint holds the last good weights (resume with "
-                "ckpt_path=..., or set model.on_divergence=skip to skip such batches)"
+                "step, the weights are those of the last good step (set "
+                "model.on_divergence=skip to skip such batches)"
             )
         for opt in self.trainer.optimizers:
             opt.zero_grad()

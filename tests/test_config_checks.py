@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
+import pytest
+import torch
+
+from lfbm_lightning.config_checks import ConfigError, validate_config
 from lfbm_lightning.training import train
-from lfbm_lightning.validation import ConfigError, validate_config
 from tests.conftest import run_entry_point
+from tests.train_runs import error_lines
 
 BAD = [
     ("inference.step_size=0", "inference.step_size must be a number > 0"),
@@ -53,3 +57,49 @@ def test_unknown_key_keeps_hydras_message(tmp_path):
     result = run_entry_point("train.py", [f"hydra.run.dir={tmp_path}", "model.sigmaa=0.3"])
     assert result.returncode != 0
     assert "Could not override 'model.sigmaa'" in result.stderr
+
+
+NEW_RULES = [
+    ("trainer.max_epochs=abc", "trainer.max_epochs must be an integer >= 1, or -1"),
+    ("trainer.max_epochs=0", "trainer.max_epochs must be an integer >= 1, or -1"),
+    ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches must be an integer >= 0"),
+    ("model.lr_gamma=0", "model.lr_gamma must be a number in (0, 1]"),
+    ("model.lr_gamma=1.5", "model.lr_gamma must be a number in (0, 1]"),
+    ("model.max_skipped_fraction=2", "model.max_skipped_fraction must be a number in [0, 1]"),
+    ("callbacks.keep_last_epochs=-1", "callbacks.keep_last_epochs must be an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), NEW_RULES, ids=[b[0] for b in NEW_RULES])
+def test_trainer_and_schedule_values_are_checked(compose_cfg, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(compose_cfg([override]))
+
+
+def test_lr_gamma_of_one_and_unlimited_epochs_pass(compose_cfg):
+    validate_config(compose_cfg(["model.lr_gamma=1", "trainer.max_epochs=-1"]))
+
+
+# Through train.py: each fails within seconds, before data or model, exit 2, one line.
+ENTRY_POINT_CASES = [
+    (["trainer.max_epochs=abc"], "trainer.max_epochs must be an integer >= 1, or -1 for no limit"),
+    (["prior=ebm", "prior.step_size=-1"], "prior.step_size must be a number > 0, got -1"),
+    (["prior=ebm", "prior.n_steps=0"], "prior.n_steps must be an integer >= 1"),
+    (["model.lr_gamma=1.5"], "model.lr_gamma must be a number in (0, 1]"),
+]
+if not torch.cuda.is_available():
+    ENTRY_POINT_CASES.append(
+        (["trainer.accelerator=gpu"], "trainer.accelerator=gpu but this machine has no usable")
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "message"), ENTRY_POINT_CASES, ids=[" ".join(c[0]) for c in ENTRY_POINT_CASES]
+)
+def test_train_py_names_the_bad_key(tmp_path, overrides, message):
+    result = run_entry_point("train.py", [f"hydra.run.dir={tmp_path}", *overrides], timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = error_lines(result.stderr)
+    assert message in line, line
+    assert not (tmp_path / "checkpoints").exists()
