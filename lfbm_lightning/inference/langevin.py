@@ -94,7 +94,8 @@ class LangevinInference(PosteriorInference):
         self.chains = chains.to(model.device)
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
-        return {} if self.chains is None else {"persistent_chains": self.chains.cpu()}
+        chains = self._pending if self.chains is None else self.chains
+        return {} if chains is None else {"persistent_chains": chains.cpu()}
 
     def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
         self._pending = state.get("persistent_chains")
