@@ -48,8 +48,9 @@ class ConvTransposeGenerator(nn.Module):
 
     The latent z (B, d) is viewed as (B, d, 1, 1). Each hidden block is ConvTranspose2d +
     LeakyReLU(0.2); the last block outputs ``out_channels`` maps through tanh. No BatchNorm;
-    weights Xavier-normal, biases zero (the authors' SVHN / CIFAR-10 / CelebA generators).
-    The architecture is data: the paper's stacks are written in ``conf/generator/*.yaml``.
+    weights Xavier-normal, biases PyTorch's default U(-1/sqrt(fan), 1/sqrt(fan)) (the
+    authors' SVHN / CIFAR-10 / CelebA generators). The architecture is data: the paper's
+    stacks are written in ``conf/generator/*.yaml``.
 
     Args:
         latent_dim: d.
@@ -72,7 +73,6 @@ class ConvTransposeGenerator(nn.Module):
             ch = out_channels if last else ch
             conv = nn.ConvTranspose2d(in_ch, ch, kernel, stride, pad)
             nn.init.xavier_normal_(conv.weight)
-            nn.init.zeros_(conv.bias)
             blocks += [conv, nn.Tanh() if last else nn.LeakyReLU(0.2)]
             in_ch = ch
         self.net = nn.Sequential(*blocks)
@@ -124,6 +124,17 @@ class MNISTGenerator(nn.Module):
             nn.ConvTranspose2d(64, out_channels, 2, 2),
             nn.Tanh(),
         )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """ConvTranspose weights Xavier-normal (biases PyTorch's default); BatchNorm weights
+        N(1, 0.02^2) and biases 0; the Linear layers keep PyTorch's default."""
+        for module in self.modules():
+            if isinstance(module, nn.ConvTranspose2d):
+                nn.init.xavier_normal_(module.weight)
+            elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+                nn.init.normal_(module.weight, 1.0, 0.02)
+                nn.init.zeros_(module.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.deconv(self.fc(z).view(z.shape[0], 128, 7, 7))
