@@ -33,6 +33,7 @@ class LatentModel(Protocol):
     generator: nn.Module
     prior: Prior
     latent_dim: int
+    seed: int
     device: torch.device
     trainer: Any  # the Lightning trainer while fitting (data module, world size)
 
@@ -230,7 +231,7 @@ class PosteriorInference(nn.Module, ABC):
         """Extra parameter groups of the generator's optimizer (an encoder's); none here."""
         return []
 
-    def setup(self, model: LatentModel, rng: torch.Generator) -> None:
+    def setup(self, model: LatentModel) -> None:
         """Called at fit start (the trainer and data module are attached); nothing here."""
 
     # ---------------------------------------------------------------- evaluation

@@ -21,7 +21,8 @@ class LangevinInference(PosteriorInference):
     """z ~ p(z | x) by short-run Langevin from N(0, I) or from persistent chains.
 
     With ``persistent``, the chain states live in a (N_train, d) tensor sized from the data
-    module's training split at fit start, drawn from N(0, I), written back after every step
+    module's training split at fit start, drawn from N(0, I) (the same draw on every rank),
+    written back after every step
     (under DDP every rank gets every rank's) and saved in checkpoints.
 
     Args:
@@ -71,8 +72,10 @@ class LangevinInference(PosteriorInference):
             z = model.all_gather(z).flatten(0, 1)
         self.chains[index] = z
 
-    def setup(self, model: LatentModel, rng: torch.Generator) -> None:
-        """Persistent chains (N_train, d): from the checkpoint when resuming, else N(0, I)."""
+    def setup(self, model: LatentModel) -> None:
+        """Persistent chains (N_train, d): from the checkpoint when resuming, else N(0, I)
+        drawn from a generator seeded with the run's seed, the same on every rank (rank 0's
+        chains are the ones a checkpoint keeps)."""
         if not self.persistent:
             return
         datamodule = model.trainer.datamodule
@@ -84,6 +87,7 @@ class LangevinInference(PosteriorInference):
         shape = (len(datamodule.splits["train"]), model.latent_dim)
         chains, self._pending = self._pending, None
         if chains is None:
+            rng = torch.Generator(device=model.device).manual_seed(model.seed)
             chains = torch.randn(shape, generator=rng, device=model.device)
         elif tuple(chains.shape) != shape:
             raise ConfigError(

@@ -350,4 +350,4 @@ class LatentPriorModel(pl.LightningModule):
                 rng.set_state(states[key])
         if "torch_rng_state" in states:
             torch.set_rng_state(states["torch_rng_state"])
-        self.posterior.setup(self, self.langevin_rng())
+        self.posterior.setup(self)

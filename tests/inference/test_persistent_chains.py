@@ -78,6 +78,9 @@ def test_buffer_is_sized_from_the_training_split(trained):
     model, datamodule, _ = trained
     assert model._chains.shape == (len(datamodule.splits["train"]), model.latent_dim)
     assert model.initial_chains.std().item() == pytest.approx(1.0, abs=0.05)  # N(0, I) start
+    # drawn from the run's seed alone, so every DDP rank starts from the same chains
+    seeded = torch.Generator().manual_seed(model.seed)
+    assert torch.equal(model.initial_chains, torch.randn(model._chains.shape, generator=seeded))
 
 
 def test_chains_start_from_their_last_state_and_are_written_back(trained):
