@@ -22,9 +22,10 @@ def flat_parameters(module: torch.nn.Module) -> torch.Tensor:
 class RankProbe(pl.Callback):
     """Writes ``<out_dir>/<job dir name>-rank<r>.json`` and ``.pt`` at the end of training.
 
-    The JSON holds the rank, world size, job directory, prior class, Langevin seed, the local
-    loss and example indices of every step, and the callback metrics; the ``.pt`` file the
-    parameters at the start and at the end.
+    The JSON holds the rank, world size, job directory, prior class, Langevin and prior-sampler
+    seeds, the local loss and example indices of every step, and the callback metrics; the
+    ``.pt`` file the parameters at the start and at the end, and every batch of prior samples
+    the prior drew in training (an EBM's loss draws them; other priors draw none).
     """
 
     def __init__(self, out_dir: str) -> None:
@@ -32,13 +33,28 @@ class RankProbe(pl.Callback):
         self.losses: list[float] = []
         self.indices: list[list[int]] = []
         self.start: torch.Tensor | None = None
+        self.prior_samples: list[torch.Tensor] = []
+        self.in_step = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.in_step = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = flat_parameters(pl_module)
+        sample = pl_module.prior.sample
+
+        def recording_sample(n, rng=None):
+            z = sample(n, rng)
+            if self.in_step:  # not the image callback's samples
+                self.prior_samples.append(z.detach().cpu().clone())
+            return z
+
+        pl_module.prior.sample = recording_sample
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch, batch_idx
     ) -> None:
+        self.in_step = False
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.losses.append(float(loss))
         self.indices.append(batch["index"].tolist())
@@ -52,11 +68,17 @@ class RankProbe(pl.Callback):
             "root_dir": str(trainer.default_root_dir),
             "prior": type(pl_module.prior).__name__,
             "langevin_seed": pl_module.langevin_rng().initial_seed(),
+            "prior_seed": pl_module.prior_rng().initial_seed(),
             "losses": self.losses,
             "indices": self.indices,
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
         }
         (self.out_dir / f"{tag}.json").write_text(json.dumps(report))
         torch.save(
-            {"start": self.start, "end": flat_parameters(pl_module)}, self.out_dir / f"{tag}.pt"
+            {
+                "start": self.start,
+                "end": flat_parameters(pl_module),
+                "prior_samples": self.prior_samples,
+            },
+            self.out_dir / f"{tag}.pt",
         )

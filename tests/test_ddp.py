@@ -184,6 +184,27 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(ddp_run
     assert cosine > 0.5, cosine
 
 
+@pytest.mark.slow
+def test_two_ranks_draw_different_ebm_prior_samples_and_stay_in_sync(tmp_path):
+    """The EBM prior's loss draws its own Langevin samples from a generator seeded with
+    (seed, rank): different on each rank (independent Monte-Carlo estimates that DDP averages),
+    while the parameters stay identical on both ranks."""
+    args = [*RUN, *TWO_PROCESSES, "prior=ebm", "trainer.limit_train_batches=2"]
+    args += [f"hydra.run.dir={tmp_path / 'ebm'}", f"+callbacks.probe.out_dir={tmp_path}"]
+    finish(start_train(args, tmp_path / "ebm.log"), tmp_path / "ebm.log")
+    ranks = [read_probe(tmp_path, f"ebm-rank{r}") for r in (0, 1)]
+    assert [r["prior"] for r in ranks] == ["EnergyPrior"] * 2
+    assert [r["prior_seed"] for r in ranks] == [2**32 + 1000, 2**32 + 1001]
+    samples = [r["prior_samples"] for r in ranks]
+    assert len(samples[0]) == len(samples[1]) == 2  # one batch of prior samples per step
+    for a, b in zip(*samples, strict=True):
+        assert a.shape == b.shape == (50, 16) and torch.isfinite(a).all()
+        assert not torch.allclose(a, b, atol=0.1)  # different draws, not the same chain
+    assert torch.equal(ranks[0]["start"], ranks[1]["start"])
+    assert torch.equal(ranks[0]["end"], ranks[1]["end"])
+    assert not torch.equal(ranks[0]["start"], ranks[0]["end"])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,4 +1,5 @@
-"""Amortised inference for LFBM-VAE: a ConvNet encoder q(z|x) and its reparameterised ELBO.
+"""Amortised inference for LFBM-VAE: a ConvNet encoder q(z|x), its reparameterised ELBO, and
+the inference method that trains it (alone, or starting short Langevin chains: the hybrid).
 
 The design (there is no public code for LFBM-VAE) is described in ``docs/lfbm_vae.md``.
 """
@@ -12,7 +13,17 @@ import torch
 from torch import nn
 
 from lfbm_lightning.densities import diag_gaussian_entropy
-from lfbm_lightning.inference.langevin import EnergyFn, energy_grad
+from lfbm_lightning.errors import ConfigError
+from lfbm_lightning.inference.base import (
+    LatentModel,
+    PosteriorInference,
+    TrainingLatents,
+    check_positive,
+    check_steps,
+)
+from lfbm_lightning.langevin import EnergyFn, energy_grad
+
+CHAIN_STARTS = ("mean", "sample")
 
 
 class ConvEncoder(nn.Module):
@@ -123,3 +134,101 @@ def amortized_elbo(
     entropy = diag_gaussian_entropy(log_var)
     loss = ((grad * z).sum(-1) - entropy).mean()
     return ElboResult(z=z.detach(), energy=energy, elbo=(entropy - energy).detach(), loss=loss)
+
+
+class AmortizedInference(PosteriorInference):
+    """LFBM-VAE: an encoder q(z|x) trained on the ELBO, optionally refined by Langevin.
+
+    Training: the encoder's ELBO (:func:`amortized_elbo`) is the method's own loss; its mean
+    (``start: mean``) or reparameterised sample (``start: sample``) starts a chain of
+    ``refine_steps`` steps of ``step_size``. With ``refine_steps: 0`` (LFBM-VAE) the generator
+    and prior are trained on that sample, which makes the whole loss the -ELBO; otherwise on
+    the chain's output (the hybrid, ``conf/inference/amortized_langevin.yaml``).
+    Reconstruction: ``eval_refine_steps`` noise-free steps of ``eval_step_size`` from the
+    encoder mean (0: g(mu(x)), the encoder's own reconstruction). The encoder is a second
+    parameter group of the generator's optimizer, learning rate ``encoder_lr``.
+
+    ``n_steps`` and ``eval_steps`` (set by dataset options) are not used by training or
+    reconstruction; ``eval_steps`` stays the length of a full chain from N(0, I).
+
+    Args:
+        encoder: q(z|x), images (B, C, H, W) -> (mu (B, d), log_var (B, d)).
+        encoder_lr: its learning rate (> 0).
+        start: ``"mean"`` or ``"sample"``.
+        refine_steps: Langevin steps after the encoder in training (>= 0).
+        eval_refine_steps: noise-free steps after the encoder mean in reconstruction (>= 0).
+        persistent: must be false (persistent chains are a Langevin option).
+        **chain: the shared chain settings of :class:`PosteriorInference`.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        encoder_lr: float,
+        start: str = "sample",
+        refine_steps: int = 0,
+        eval_refine_steps: int = 0,
+        persistent: bool = False,
+        **chain,
+    ) -> None:
+        super().__init__(**chain)
+        if persistent:
+            raise ConfigError(
+                "inference.persistent needs Langevin inference without encoder: "
+                "use inference=langevin or set inference.persistent=false"
+            )
+        if start not in CHAIN_STARTS:
+            raise ConfigError(f"inference.start must be one of {CHAIN_STARTS}, got {start!r}")
+        self.encoder = encoder
+        self.encoder_lr = check_positive("encoder_lr", encoder_lr)
+        self.start_from = start
+        self.refine_steps = check_steps("refine_steps", refine_steps, 0)
+        self.eval_refine_steps = check_steps("eval_refine_steps", eval_refine_steps, 0)
+
+    @property
+    def chain_steps(self) -> int:
+        return self.refine_steps
+
+    @property
+    def eval_chain_steps(self) -> int:
+        return self.eval_refine_steps
+
+    def encode(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x): (mu (B, d), log_var (B, d)); missing pixels (mask 0) are zeroed."""
+        return self.encoder(x if mask is None else x * mask)
+
+    def seeded_start(
+        self, model: LatentModel, index: torch.Tensor, seed: int
+    ) -> torch.Tensor | None:
+        return None  # the start is the encoder mean: it depends on the image
+
+    def start(
+        self,
+        model: LatentModel,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        index: torch.Tensor | None,
+        seed: int,
+    ) -> torch.Tensor:
+        """The encoder mean mu(x) (B, d), whatever the index and seed."""
+        with torch.no_grad():
+            return self.encode(x, mask)[0]
+
+    def training_latents(
+        self, model: LatentModel, batch: dict[str, torch.Tensor], rng: torch.Generator
+    ) -> TrainingLatents:
+        x, mask = batch["image"], batch.get("mask")
+        mean, log_var = self.encode(x, mask)
+        elbo = amortized_elbo(mean, log_var, model.posterior_energy(x, mask), rng=rng)
+        z0 = elbo.z if self.start_from == "sample" else mean.detach()
+        chain = self.chain(model, x, mask, z0, self.refine_steps, self.step_size, rng=rng)
+        logs = {"train/elbo": elbo.elbo.mean()}
+        if self.refine_steps > 0:
+            logs["train/posterior_energy"] = chain.energy.mean()
+            logs["train/grad_z_abs"] = chain.grad_abs_mean
+        return TrainingLatents(z=chain.z, energy=chain.energy, loss=elbo.loss, logs=logs)
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": list(self.encoder.parameters()), "lr": self.encoder_lr}]

@@ -1,116 +1,105 @@
-"""Short-run Langevin dynamics as a pure function.
+"""Short-run Langevin inference (the paper's recipe), with persistent chains as an option.
 
-Used for the posterior p(z|x) during training and evaluation, for sampling an energy-based
-prior, and for inpainting with a masked energy.
-
-A step is one forward and one backward of E to z: no parameter gradient is computed (only z is
-differentiated, and ``frozen`` modules take no part in autograd at all), no value is read back
-to the host inside the chain, and the update allocates nothing but the noise.
+Training: K = ``n_steps`` steps of z <- z - (s^2 / 2) dE/dz + s eps (s = ``step_size``) from
+fresh N(0, I) noise, or, with ``persistent: true`` (original ABP), from each training example's
+last chain state. Reconstruction: ``eval_steps`` noise-free steps of ``eval_step_size`` from
+per-example seeded N(0, I) starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-
 import torch
-from torch import nn
 
-EnergyFn = Callable[[torch.Tensor], torch.Tensor]
+from lfbm_lightning.errors import ConfigError
+from lfbm_lightning.inference.base import LatentModel, PosteriorInference, TrainingLatents
+from lfbm_lightning.langevin import langevin  # the kernel, also importable from here
 
-
-@dataclass
-class LangevinResult:
-    """Outcome of a Langevin chain.
-
-    Attributes:
-        z: final state, shape (B, d), detached from every graph.
-        energy: E(z) per chain at the state before the last update, shape (B,), detached.
-        grad_abs_mean: mean of |grad_z E| over all entries at the last update (a 0-d tensor).
-    """
-
-    z: torch.Tensor
-    energy: torch.Tensor
-    grad_abs_mean: torch.Tensor
+__all__ = ["LangevinInference", "langevin"]
 
 
-def energy_grad(z: torch.Tensor, energy_fn: EnergyFn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-chain energy E(z), shape (B,), and its gradient dE/dz, shape like z.
+class LangevinInference(PosteriorInference):
+    """z ~ p(z | x) by short-run Langevin from N(0, I) or from persistent chains.
 
-    Only z is differentiated: ``torch.autograd.grad`` with ``inputs=z`` leaves every parameter's
-    ``.grad`` untouched and skips the weight-gradient kernels.
-    """
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        energy = energy_fn(z)
-        (grad,) = torch.autograd.grad(energy.sum(), z)
-    return energy.detach(), grad
-
-
-@contextmanager
-def frozen_parameters(modules: Sequence[nn.Module]) -> Iterator[None]:
-    """Within the block, the modules' parameters do not require gradients.
-
-    The autograd graph of E then has z as its only leaf: nothing is saved or computed for the
-    parameters, cached values that only need to be fresh when a gradient flows to the
-    parameters (the flow's log|det W|) can be reused, and a compiled energy's backward computes
-    grad_z alone. The previous ``requires_grad`` flags are restored on exit, also on error.
-    """
-    params = [p for module in modules for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-def langevin(
-    z0: torch.Tensor,
-    energy_fn: EnergyFn,
-    n_steps: int,
-    step_size: float,
-    noise: bool = True,
-    rng: torch.Generator | None = None,
-    *,
-    frozen: Sequence[nn.Module] = (),
-) -> LangevinResult:
-    """Run K steps of z <- z - (s^2 / 2) dE/dz + s * eps, eps ~ N(0, I).
-
-    With ``noise=False`` this is gradient descent on E with learning rate s^2 / 2 (the
-    noise-free chains of evaluation and inpainting).
+    With ``persistent``, the chain states live in a (N_train, d) tensor sized from the data
+    module's training split at fit start, drawn from N(0, I) (the same draw on every rank),
+    written back after every step
+    (under DDP every rank gets every rank's) and saved in checkpoints.
 
     Args:
-        z0: initial state, shape (B, d).
-        energy_fn: maps z of shape (B, d) to per-chain energies of shape (B,), e.g.
-            E(z) = ||x - g(z)||^2 / (2 sigma^2) - log p(z) for the posterior.
-        n_steps: K >= 0.
-        step_size: s > 0.
-        noise: add the Langevin noise s * eps.
-        rng: optional generator for the noise (reproducible, e.g. one per DDP rank).
-        frozen: modules whose parameters E uses (e.g. the generator and the prior): they are
-            held with ``requires_grad=False`` during the chain (:func:`frozen_parameters`).
-            Same result; parameter gradients are never touched and cached parameter terms
-            are reused. (On a 2-core CPU its time effect is within noise:
-            benchmarks/README.md.)
-
-    Returns:
-        A :class:`LangevinResult`; ``z`` is detached.
+        persistent: one warm-started chain per training example.
+        **chain: the shared chain settings of :class:`PosteriorInference` (``n_steps``,
+            ``step_size``, ``eval_steps``, ``eval_step_size``, step options).
     """
-    if n_steps < 0:
-        raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-    if step_size <= 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
-    z = z0.detach()
-    energy = torch.full(z.shape[:1], float("nan"), device=z.device, dtype=z.dtype)
-    grad = torch.zeros_like(z)
-    with frozen_parameters(frozen):
-        for _ in range(n_steps):
-            energy, grad = energy_grad(z, energy_fn)
-            z = torch.add(z, grad, alpha=-0.5 * step_size**2)
-            if noise:
-                eps = torch.randn(z.shape, generator=rng, device=z.device, dtype=z.dtype)
-                z.add_(eps, alpha=step_size)
-    return LangevinResult(z=z.detach(), energy=energy, grad_abs_mean=grad.abs().mean())
+
+    def __init__(self, persistent: bool = False, **chain) -> None:
+        super().__init__(**chain)
+        self.persistent = bool(persistent)
+        self.chains: torch.Tensor | None = None  # (N_train, d) once fitting starts
+        self._pending: torch.Tensor | None = None  # from a checkpoint, until fit starts
+
+    @property
+    def chain_steps(self) -> int:
+        return self.n_steps
+
+    @property
+    def eval_chain_steps(self) -> int:
+        return self.eval_steps
+
+    def training_latents(
+        self, model: LatentModel, batch: dict[str, torch.Tensor], rng: torch.Generator
+    ) -> TrainingLatents:
+        x, mask = batch["image"], batch.get("mask")
+        if self.chains is not None:
+            z0 = self.chains[batch["index"]]
+        else:
+            z0 = torch.randn(x.shape[0], model.latent_dim, generator=rng, device=x.device)
+        chain = self.chain(model, x, mask, z0, self.n_steps, self.step_size, rng=rng)
+        logs = {
+            "train/posterior_energy": chain.energy.mean(),
+            "train/grad_z_abs": chain.grad_abs_mean,
+        }
+        return TrainingLatents(z=chain.z, energy=chain.energy, logs=logs)
+
+    def after_step(
+        self, model: LatentModel, batch: dict[str, torch.Tensor], z: torch.Tensor
+    ) -> None:
+        """Write the chains' final states back; under DDP every rank gets every rank's."""
+        if self.chains is None:
+            return
+        index = batch["index"]
+        if model.trainer.world_size > 1:
+            index = model.all_gather(index).flatten(0, 1)
+            z = model.all_gather(z).flatten(0, 1)
+        self.chains[index] = z
+
+    def setup(self, model: LatentModel) -> None:
+        """Persistent chains (N_train, d): from the checkpoint when resuming, else N(0, I)
+        drawn from a generator seeded with the run's seed, the same on every rank (rank 0's
+        chains are the ones a checkpoint keeps)."""
+        if not self.persistent:
+            return
+        datamodule = model.trainer.datamodule
+        if datamodule is None or "train" not in getattr(datamodule, "splits", {}):
+            raise ConfigError(
+                "inference.persistent needs a data module with splits['train'] "
+                "(trainer.fit(model, datamodule=...))"
+            )
+        shape = (len(datamodule.splits["train"]), model.latent_dim)
+        chains, self._pending = self._pending, None
+        if chains is None:
+            rng = torch.Generator(device=model.device).manual_seed(model.seed)
+            chains = torch.randn(shape, generator=rng, device=model.device)
+        elif tuple(chains.shape) != shape:
+            raise ConfigError(
+                f"the checkpoint's persistent chains have shape {tuple(chains.shape)}, but "
+                f"the training split needs {shape}: resume with the same dataset settings or "
+                "set inference.persistent=false"
+            )
+        self.chains = chains.to(model.device)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        chains = self._pending if self.chains is None else self.chains
+        return {} if chains is None else {"persistent_chains": chains.cpu()}
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._pending = state.get("persistent_chains")

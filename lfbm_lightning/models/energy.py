@@ -14,7 +14,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lfbm_lightning.generators.convt import ConvTransposeGenerator
 from lfbm_lightning.priors.base import Prior
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]
@@ -42,56 +41,15 @@ def reconstruction_energy(
     return sq.sum(dim=tuple(range(1, sq.dim()))) / (2.0 * sigma**2)
 
 
-def _stem_is_a_matmul(conv: nn.Module) -> bool:
-    """Whether ``conv`` applied to a 1 x 1 input is exactly the matmul of :func:`_stem`."""
-    return (
-        isinstance(conv, nn.ConvTranspose2d)
-        and conv.groups == 1
-        and conv.dilation == (1, 1)
-        and conv.output_padding == (0, 0)
-        and conv.padding[0] == conv.padding[1]
-        and 2 * conv.padding[0] < min(conv.kernel_size)
-    )
-
-
-def _stem(conv: nn.ConvTranspose2d, z: torch.Tensor) -> torch.Tensor:
-    """ConvTranspose2d(d, C, k, s, p) of z (B, d) viewed as a 1 x 1 image, as one GEMM.
-
-    On a 1 x 1 input, out[b, c, i, j] = bias[c] + sum_e z[b, e] W[e, c, p + i, p + j]
-    (any stride). The output is laid out in the weight's memory format, so a channels_last
-    generator gets NHWC activations without a copy.
-    """
-    p = conv.padding[0]
-    w = conv.weight
-    if p:
-        w = w[:, :, p:-p, p:-p]
-    d, channels, h, wd = w.shape
-    if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
-        flat = w.permute(0, 2, 3, 1).reshape(d, h * wd * channels)
-        bias = conv.bias.repeat(h * wd) if conv.bias is not None else None
-        out = (z @ flat if bias is None else torch.addmm(bias, z, flat)).view(-1, h, wd, channels)
-        return out.permute(0, 3, 1, 2)
-    flat = w.reshape(d, channels * h * wd)
-    bias = conv.bias.repeat_interleave(h * wd) if conv.bias is not None else None
-    out = z @ flat if bias is None else torch.addmm(bias, z, flat)
-    return out.view(-1, channels, h, wd)
-
-
 def latent_decoder(generator: nn.Module) -> Decoder:
     """A function computing ``generator(z)`` with the same math, faster where it can.
 
-    For a :class:`~lfbm_lightning.generators.ConvTransposeGenerator` the first block, a
-    transposed convolution of z viewed as a 1 x 1 image, is computed as the GEMM it is
-    (:func:`_stem`): the convolution kernels handle a 1 x 1 input poorly on CPU (see
-    ``benchmarks/README.md``). The rest of the stack runs unchanged. Any other generator is
-    returned as it is. Parameters are used, not copied: gradients reach them as usual.
+    A generator that owns a faster path with the same math offers it as ``fast_forward``
+    (:meth:`~lfbm_lightning.generators.ConvTransposeGenerator.fast_forward` computes its
+    1 x 1 transposed-convolution stem as the GEMM it is: ``benchmarks/README.md``); any other
+    generator is returned as it is. Parameters are used, not copied: gradients reach them.
     """
-    if not isinstance(generator, ConvTransposeGenerator) or not _stem_is_a_matmul(
-        generator.net[0]
-    ):
-        return generator
-    stem, rest = generator.net[0], generator.net[1:]
-    return lambda z: rest(_stem(stem, z))
+    return getattr(generator, "fast_forward", generator)
 
 
 def posterior_energy_fn(

@@ -1,11 +1,13 @@
-"""The LightningModule: a latent prior p(z), a generator g(z) and posterior inference.
+"""The LightningModule: a latent prior p(z), a generator g(z) and a posterior inference method.
 
 Maximum-likelihood learning (Xie et al. 2023, Pang et al. 2020, Han et al. 2017): for a batch x,
 
-1. infer z ~ p(z | x) with K Langevin steps on E(z) = -log p(x, z) + const, started from
-   N(0, I), from a persistent per-example chain (ABP), or from an encoder q(z|x) (LFBM-VAE);
-2. minimise L = mean_i ||x_i - g(z_i)||^2 / (2 sigma^2) + prior.loss(z) [+ encoder loss] with
-   one backward, then step the prior and the generator optimizers (Adam, betas (0.5, 0.999)).
+1. infer z ~ p(z | x) with the inference method (``conf/inference/*.yaml``): short-run
+   Langevin on E(z) = -log p(x, z) + const from N(0, I) or persistent chains, or an encoder
+   q(z|x) with optional Langevin refinement (LFBM-VAE);
+2. minimise L = mean_i ||x_i - g(z_i)||^2 / (2 sigma^2) + prior.loss(z) [+ the method's own
+   loss, e.g. the encoder's -ELBO] with one backward, then step the prior and the generator
+   optimizers (Adam, betas (0.5, 0.999)).
 
 The gradient of L is the Monte-Carlo estimate of -grad log p(x) (Fisher's identity); with an
 encoder and no Langevin steps it is the reparameterised gradient of -ELBO (docs/lfbm_vae.md).
@@ -17,15 +19,31 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from lfbm_lightning.errors import DivergenceError
-from lfbm_lightning.inference.amortized import amortized_elbo
-from lfbm_lightning.inference.langevin import LangevinResult, langevin
+from lfbm_lightning.errors import DivergenceError, LfbmError
+from lfbm_lightning.inference.base import PosteriorInference
+from lfbm_lightning.langevin import EnergyFn, LangevinResult
 from lfbm_lightning.models.energy import posterior_energy_fn, reconstruction_energy
 from lfbm_lightning.priors.base import Prior
 
-CHAIN_STARTS = ("mean", "sample")
+DEFAULT_INFERENCE = "lfbm_lightning.inference.LangevinInference"
+PRIOR_SEED_OFFSET = 2**32  # prior-sampler seeds never collide with Langevin seeds
+
+
+def build_posterior(inference: dict[str, Any]) -> PosteriorInference:
+    """The inference method of an ``inference`` config node (``_target_`` absent: Langevin).
+
+    A method's own config error (:class:`~lfbm_lightning.errors.ConfigError`) is raised as it
+    is, not wrapped in Hydra's InstantiationException, so the user sees its one line.
+    """
+    try:
+        return instantiate({"_target_": DEFAULT_INFERENCE, **inference})
+    except InstantiationException as err:
+        if isinstance(err.__cause__, LfbmError):
+            raise err.__cause__ from None
+        raise
 
 
 class LatentPriorModel(pl.LightningModule):
@@ -35,25 +53,13 @@ class LatentPriorModel(pl.LightningModule):
     checkpoint, so ``LatentPriorModel.load_from_checkpoint(path)`` rebuilds the model (and
     ``evaluate.py`` the data) from the checkpoint alone.
 
-    Inference (the ``inference`` config node) is one of:
+    Config keys read here: ``prior``, ``generator`` and ``inference`` (instantiated; an
+    ``inference`` node without ``_target_`` is short-run Langevin), ``seed`` and ``model``
+    (``sigma``, ``prior_optimizer``, ``generator_optimizer``, ``lr_gamma``, ``on_divergence``).
 
-    - Langevin (``conf/inference/langevin.yaml``): chains of ``n_steps`` steps of
-      ``step_size`` from N(0, I), or, with ``persistent: true``, from each training example's
-      last chain state (ABP; the states live in a (N_train, d) buffer saved in checkpoints);
-      reconstruction by ``eval_steps`` noise-free steps of ``eval_step_size`` from N(0, I).
-    - amortised (an ``encoder`` node, ``conf/inference/amortized*.yaml``): the encoder
-      q(z|x) is trained with the ELBO (:func:`~lfbm_lightning.inference.amortized_elbo`) and
-      its mean (``start: mean``) or reparameterised sample (``start: sample``) starts chains
-      of ``refine_steps`` steps; with ``refine_steps: 0`` (LFBM-VAE) the generator and prior
-      are trained on that sample, which makes the whole loss the -ELBO, otherwise on the
-      chains' output (the hybrid). Reconstruction: ``eval_refine_steps`` noise-free steps
-      from the encoder mean. The encoder's parameters are a second param group of the
-      generator's optimizer, with learning rate ``encoder_lr``. (Separate keys, because
-      dataset options set ``n_steps`` and ``eval_steps`` to their K.)
-
-    Config keys read here: ``prior``, ``generator`` and ``inference.encoder`` (instantiated),
-    ``seed``, ``inference`` (above) and ``model`` (``sigma``, ``prior_optimizer``,
-    ``generator_optimizer``, ``lr_gamma``).
+    Randomness in training comes from two generators per rank, both checkpointed: the
+    posterior chains' (:meth:`langevin_rng`, seed * 1000 + rank) and the prior sampler's
+    (:meth:`prior_rng`, 2^32 + seed * 1000 + rank: an EBM prior's Langevin samples).
 
     Args:
         config: the resolved run config as a plain dict.
@@ -67,24 +73,12 @@ class LatentPriorModel(pl.LightningModule):
         self.generator: torch.nn.Module = instantiate(config["generator"])
         model_cfg = config["model"]
         self.sigma = float(model_cfg["sigma"])
+        self.seed = int(config.get("seed", 0))
         self.inference_cfg = config["inference"]
-        if self.inference_cfg.get("channels_last", False):  # benchmarks/README.md
-            self.generator.to(memory_format=torch.channels_last)
-        encoder_cfg = self.inference_cfg.get("encoder")
-        self.encoder: torch.nn.Module | None = instantiate(encoder_cfg) if encoder_cfg else None
-        self.persistent = bool(self.inference_cfg.get("persistent", False))
-        if self.encoder is not None:
-            if self.persistent:
-                raise ValueError("inference.persistent needs Langevin inference without encoder")
-            if self.inference_cfg["start"] not in CHAIN_STARTS:
-                raise ValueError(
-                    f"inference.start must be one of {CHAIN_STARTS}, "
-                    f"got {self.inference_cfg['start']!r}"
-                )
+        self.posterior = build_posterior(self.inference_cfg)
+        self.posterior.prepare_generator(self.generator)
         self.automatic_optimization = False
-        self._langevin_rng: torch.Generator | None = None
-        self._chains: torch.Tensor | None = None  # (N_train, d) persistent chain states
-        self._pending_chains: torch.Tensor | None = None  # from a checkpoint, until fit starts
+        self._rngs: dict[str, torch.Generator] = {}
         self._pending_rng_states: dict[str, torch.Tensor] = {}  # from a checkpoint
         self.skipped_batches = 0
         if model_cfg.get("on_divergence", "stop") not in ("stop", "skip"):
@@ -99,28 +93,58 @@ class LatentPriorModel(pl.LightningModule):
 
     @property
     def chain_steps(self) -> int:
-        """Langevin steps of a training chain (``refine_steps`` with an encoder, else
-        ``n_steps``)."""
-        key = "n_steps" if self.encoder is None else "refine_steps"
-        return int(self.inference_cfg[key])
+        """Langevin steps of a training chain (the inference method's)."""
+        return self.posterior.chain_steps
 
     @property
     def eval_chain_steps(self) -> int:
-        """Noise-free steps of a reconstruction (``eval_refine_steps`` with an encoder, else
-        ``eval_steps``)."""
-        key = "eval_steps" if self.encoder is None else "eval_refine_steps"
-        return int(self.inference_cfg[key])
+        """Noise-free steps of a reconstruction (the inference method's)."""
+        return self.posterior.eval_chain_steps
+
+    @property
+    def encoder(self) -> torch.nn.Module | None:
+        """The inference method's encoder q(z|x) when it has one (amortised), else None."""
+        return getattr(self.posterior, "encoder", None)
+
+    def _rank_rng(self, name: str, seed: int) -> torch.Generator:
+        rng = self._rngs.get(name)
+        if rng is None or rng.device != self.device:
+            rng = torch.Generator(device=self.device)
+            rng.manual_seed(seed + self.global_rank)
+            self._rngs[name] = rng
+        return rng
 
     def langevin_rng(self) -> torch.Generator:
-        """Noise generator of the posterior chains, seeded with (seed, global rank).
+        """Noise generator of the posterior chains, seeded with seed * 1000 + global rank.
 
         Each DDP rank draws different noise, reproducibly; its state is checkpointed.
         """
-        if self._langevin_rng is None or self._langevin_rng.device != self.device:
-            rng = torch.Generator(device=self.device)
-            rng.manual_seed(int(self.config.get("seed", 0)) * 1000 + self.global_rank)
-            self._langevin_rng = rng
-        return self._langevin_rng
+        return self._rank_rng("langevin", self.seed * 1000)
+
+    def prior_rng(self) -> torch.Generator:
+        """Generator of the prior's own samples in training (an EBM's Langevin starts and
+        noise), seeded with 2^32 + seed * 1000 + global rank; checkpointed."""
+        return self._rank_rng("prior", PRIOR_SEED_OFFSET + self.seed * 1000)
+
+    def posterior_energy(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        autocast_dtype: torch.dtype | None = None,
+        compile: bool | str = False,
+    ) -> EnergyFn:
+        """E(z) = ||mask * (x - g(z))||^2 / (2 sigma^2) - log p(z) of images x
+        (:func:`~lfbm_lightning.models.energy.posterior_energy_fn`)."""
+        return posterior_energy_fn(
+            x,
+            self.generator,
+            self.prior,
+            self.sigma,
+            mask,
+            autocast_dtype=autocast_dtype,
+            compile=compile,
+        )
 
     def encode(
         self, x: torch.Tensor, mask: torch.Tensor | None = None
@@ -128,7 +152,7 @@ class LatentPriorModel(pl.LightningModule):
         """q(z|x) of the encoder: (mu (B, d), log_var (B, d)); missing pixels are zeroed."""
         if self.encoder is None:
             raise RuntimeError("this model has no encoder (inference without 'encoder' node)")
-        return self.encoder(x if mask is None else x * mask)
+        return self.posterior.encode(x, mask)
 
     def infer(
         self,
@@ -142,57 +166,36 @@ class LatentPriorModel(pl.LightningModule):
     ) -> LangevinResult:
         """Sample (noise on) or fit (noise off) z for images x (B, C, H, W) by Langevin.
 
-        Defaults to the training chain (:attr:`chain_steps` steps of ``inference.step_size``)
-        started from the encoder's mean when the model has an encoder, else from N(0, I),
-        drawing from the training noise stream :meth:`langevin_rng` unless ``rng`` is given.
+        Defaults: :attr:`chain_steps` steps of ``inference.step_size``, started from the
+        inference method's evaluation start of x (:meth:`PosteriorInference.start`, examples
+        numbered by position), noise from :meth:`langevin_rng` unless ``rng`` is given.
         """
         n_steps = self.chain_steps if n_steps is None else n_steps
-        step_size = self.inference_cfg["step_size"] if step_size is None else step_size
+        step_size = self.posterior.step_size if step_size is None else step_size
         rng = self.langevin_rng() if rng is None else rng
-        if z0 is None and self.encoder is not None:
-            with torch.no_grad():
-                z0 = self.encode(x, mask)[0]
-        elif z0 is None:
-            z0 = torch.randn(x.shape[0], self.latent_dim, generator=rng, device=x.device)
-        autocast = self.inference_cfg.get("autocast")  # fast-step options: benchmarks/README.md
-        energy = posterior_energy_fn(
-            x,
-            self.generator,
-            self.prior,
-            self.sigma,
-            mask,
-            autocast_dtype=getattr(torch, autocast) if autocast else None,
-            compile=self.inference_cfg.get("compile", False),
-        )
-        frozen = (self.generator, self.prior)
-        return langevin(z0, energy, n_steps, step_size, noise=noise, rng=rng, frozen=frozen)
+        if z0 is None:
+            z0 = self.posterior.start(self, x, mask, None, self.seed)
+        return self.posterior.chain(self, x, mask, z0, n_steps, step_size, noise, rng)
 
     def reconstruct(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, n_steps: int | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        n_steps: int | None = None,
+        *,
+        index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Noise-free Langevin (gradient descent on E), then decode.
-
-        Starts from the encoder's mean when the model has one (``n_steps = 0``: the plain
-        encoder reconstruction), else from N(0, I) drawn from a generator seeded afresh with
-        ``seed``: a reconstruction is a deterministic function of (model, x) and never draws
-        from the training noise stream (so evaluation cannot change a resumed run). Uses
-        :attr:`eval_chain_steps` steps of ``inference.eval_step_size`` unless given.
+        """The inference method's reconstruction (:meth:`PosteriorInference.reconstruct`) of
+        images x (B, C, H, W), examples ``index`` (None: positions), seeded with ``seed``:
+        a deterministic function of (model, x, index) that never draws from the training
+        noise stream (so evaluation cannot change a resumed run).
 
         Returns:
             (x_hat (B, C, H, W), z (B, d)).
         """
-        n_steps = self.eval_chain_steps if n_steps is None else n_steps
-        rng = torch.Generator(device=x.device).manual_seed(int(self.config.get("seed", 0)))
-        result = self.infer(
-            x,
-            mask,
-            n_steps=n_steps,
-            step_size=self.inference_cfg["eval_step_size"],
-            noise=False,
-            rng=rng,
+        return self.posterior.reconstruct(
+            self, x, mask, index=index, seed=self.seed, n_steps=n_steps
         )
-        with torch.no_grad():
-            return self.generator(result.z), result.z
 
     @torch.no_grad()
     def sample_images(self, n: int) -> torch.Tensor:
@@ -202,30 +205,19 @@ class LatentPriorModel(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, mask = batch["image"], batch.get("mask")
-        logs: dict[str, torch.Tensor] = {}
-        z0, encoder_loss = None, None
-        if self.encoder is not None:
-            mean, log_var = self.encode(x, mask)
-            energy = posterior_energy_fn(x, self.generator, self.prior, self.sigma, mask)
-            elbo = amortized_elbo(mean, log_var, energy, rng=self.langevin_rng())
-            z0 = elbo.z if self.inference_cfg["start"] == "sample" else mean.detach()
-            encoder_loss = elbo.loss
-            logs["train/elbo"] = elbo.elbo.mean()
-        elif self._chains is not None:
-            z0 = self._chains[batch["index"]]
-        chain = self.infer(x, mask, z0=z0)
-        z = chain.z
+        latents = self.posterior.training_latents(self, batch, self.langevin_rng())
+        z = latents.z
         generator_loss = reconstruction_energy(x, self.generator(z), self.sigma, mask).mean()
-        prior_loss = self.prior.loss(z)
-        loss = generator_loss + prior_loss  # logged; the encoder's surrogate has no useful value
-        total = loss if encoder_loss is None else loss + encoder_loss
+        prior_loss = self.prior.loss(z, rng=self.prior_rng())
+        loss = generator_loss + prior_loss  # logged; a method's own loss has no useful value
+        total = loss if latents.loss is None else loss + latents.loss
 
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for opt in optimizers:
             opt.zero_grad()
         diverged = self._first_non_finite(
-            {"z": z, "posterior energy": chain.energy, "loss": total}, skip_nan_energy=True
+            {"z": z, "posterior energy": latents.energy, "loss": total}, skip_nan_energy=True
         )
         if diverged is None:
             self.manual_backward(total)
@@ -234,19 +226,14 @@ class LatentPriorModel(pl.LightningModule):
             return self._on_divergence(diverged, batch_idx)
         for opt in optimizers:
             opt.step()
-        if self._chains is not None:
-            self._store_chains(batch["index"], z)
+        self.posterior.after_step(self, batch, z)
 
-        logs.update(
-            {
-                "train/loss": loss.detach(),
-                "train/loss_generator": generator_loss.detach(),
-                "train/loss_prior": prior_loss.detach(),
-            }
-        )
-        if self.chain_steps > 0:
-            logs["train/posterior_energy"] = chain.energy.mean()
-            logs["train/grad_z_abs"] = chain.grad_abs_mean
+        logs = {
+            **latents.logs,
+            "train/loss": loss.detach(),
+            "train/loss_generator": generator_loss.detach(),
+            "train/loss_prior": prior_loss.detach(),
+        }
         self.log_dict(
             logs,
             prog_bar=False,
@@ -300,13 +287,6 @@ class LatentPriorModel(pl.LightningModule):
         self.log("train/skipped_batches", float(self.skipped_batches), on_step=True)
         return torch.tensor(float("nan"))
 
-    def _store_chains(self, index: torch.Tensor, z: torch.Tensor) -> None:
-        """Write the chains' final states back; under DDP every rank gets every rank's."""
-        if self.trainer.world_size > 1:
-            index = self.all_gather(index).flatten(0, 1)
-            z = self.all_gather(z).flatten(0, 1)
-        self._chains[index] = z
-
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()
         if schedulers is None:
@@ -316,7 +296,7 @@ class LatentPriorModel(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x, mask = batch["image"], batch.get("mask")
-        x_hat, _ = self.reconstruct(x, mask)
+        x_hat, _ = self.reconstruct(x, mask, index=batch["index"])
         mse = (x - x_hat).pow(2).flatten(1).mean(1)
         self.log("val/mse", mse.mean(), prog_bar=True, batch_size=x.shape[0], sync_dist=True)
 
@@ -324,22 +304,15 @@ class LatentPriorModel(pl.LightningModule):
         """One Adam per network that has parameters (a fixed Gaussian prior has none).
 
         Returns ([prior optimizer,] generator optimizer) with one ExponentialLR each, stepped
-        once per epoch. The encoder, when there is one, is a second param group of the
-        generator optimizer (learning rate ``inference.encoder_lr``), so the number of
-        optimizers, and what ``global_step`` counts, do not depend on the inference method.
+        once per epoch. The inference method's parameters (an encoder), when it has any, are
+        further param groups of the generator optimizer (:meth:`PosteriorInference.param_groups`),
+        so the number of optimizers, and what ``global_step`` counts, do not depend on it.
         """
         model_cfg = self.config["model"]
         optimizers = []
         if any(p.requires_grad for p in self.prior.parameters()):
             optimizers.append(instantiate(model_cfg["prior_optimizer"])(self.prior.parameters()))
-        groups = [{"params": list(self.generator.parameters())}]
-        if self.encoder is not None:
-            groups.append(
-                {
-                    "params": list(self.encoder.parameters()),
-                    "lr": float(self.inference_cfg["encoder_lr"]),
-                }
-            )
+        groups = [{"params": list(self.generator.parameters())}, *self.posterior.param_groups()]
         optimizers.append(instantiate(model_cfg["generator_optimizer"])(groups))
         gamma = float(model_cfg["lr_gamma"])
         schedulers = [torch.optim.lr_scheduler.ExponentialLR(o, gamma) for o in optimizers]
@@ -347,50 +320,34 @@ class LatentPriorModel(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store what an exact resume needs beyond Lightning's own state: the Langevin noise
-        stream, the global torch RNG (EBM prior sampling), skipped-batch count, chains."""
+        """Store what an exact resume needs beyond Lightning's own state: the chains' and the
+        prior sampler's noise streams, the global torch RNG (anything else that draws from
+        it), the skipped-batch count and the inference method's state (persistent chains)."""
         checkpoint["langevin_rng_state"] = self.langevin_rng().get_state()
+        checkpoint["prior_rng_state"] = self.prior_rng().get_state()
         checkpoint["torch_rng_state"] = torch.get_rng_state()
         checkpoint["skipped_batches"] = self.skipped_batches
-        if self._chains is not None:
-            checkpoint["persistent_chains"] = self._chains.cpu()
+        checkpoint["posterior"] = self.posterior.checkpoint_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_rng_states = {
             key: checkpoint[key]
-            for key in ("langevin_rng_state", "torch_rng_state")
+            for key in ("langevin_rng_state", "prior_rng_state", "torch_rng_state")
             if key in checkpoint
         }
         self.skipped_batches = int(checkpoint.get("skipped_batches", 0))
-        self._pending_chains = checkpoint.get("persistent_chains")
+        self.posterior.load_checkpoint_state(checkpoint.get("posterior", {}))
 
     def on_fit_start(self) -> None:
+        """Create the per-rank generators on the model's device (restoring their states when
+        resuming) and let the inference method set up (persistent chains)."""
         states, self._pending_rng_states = self._pending_rng_states, {}
-        if "langevin_rng_state" in states:
-            self.langevin_rng().set_state(states["langevin_rng_state"])
+        for key, rng in (
+            ("langevin_rng_state", self.langevin_rng()),
+            ("prior_rng_state", self.prior_rng()),
+        ):
+            if key in states:
+                rng.set_state(states[key])
         if "torch_rng_state" in states:
             torch.set_rng_state(states["torch_rng_state"])
-        if self.persistent:
-            self._chains = self._initial_chains()
-
-    def _initial_chains(self) -> torch.Tensor:
-        """Chain states (N_train, d): from the checkpoint when resuming, else N(0, I) draws.
-
-        N_train is the size of the data module's training split.
-        """
-        datamodule = self.trainer.datamodule
-        if datamodule is None or "train" not in getattr(datamodule, "splits", {}):
-            raise RuntimeError(
-                "inference.persistent needs a data module with splits['train'] "
-                "(trainer.fit(model, datamodule=...))"
-            )
-        shape = (len(datamodule.splits["train"]), self.latent_dim)
-        chains, self._pending_chains = self._pending_chains, None
-        if chains is None:
-            return torch.randn(shape, generator=self.langevin_rng(), device=self.device)
-        if tuple(chains.shape) != shape:
-            raise ValueError(
-                f"the checkpoint's persistent chains have shape {tuple(chains.shape)}, but "
-                f"the training split needs {shape}"
-            )
-        return chains.to(self.device)
+        self.posterior.setup(self)

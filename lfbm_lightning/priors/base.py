@@ -35,15 +35,17 @@ class Prior(nn.Module, ABC):
         """log p(z) for a batch z of shape (B, d); returns shape (B,)."""
 
     @abstractmethod
-    def sample(self, n: int) -> torch.Tensor:
-        """Draw n samples, shape (n, d), on the prior's device."""
+    def sample(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n samples, shape (n, d), on the prior's device, from ``rng`` (a generator on
+        that device; None: the global torch RNG)."""
 
-    def loss(self, z_posterior: torch.Tensor) -> torch.Tensor:
+    def loss(self, z_posterior: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
         """Maximum-likelihood surrogate on posterior samples z of shape (B, d).
 
         Its gradient with respect to the prior's parameters is
         ``-E_{p(z|x)}[grad log p(z)]``, the prior's part of the gradient of ``-log p(x)``.
-        Defaults to ``-log_prob(z).mean()``, exact for normalised priors.
+        Defaults to ``-log_prob(z).mean()``, exact for normalised priors; a prior whose loss
+        needs its own samples (the EBM) draws them from ``rng``.
         """
         return -self.log_prob(z_posterior).mean()
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lfbm_lightning.densities import standard_normal_log_prob
-from lfbm_lightning.inference.langevin import langevin
+from lfbm_lightning.langevin import langevin
 from lfbm_lightning.priors.base import Prior
 
 ACTIVATIONS = {"gelu": nn.GELU, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
@@ -46,7 +46,7 @@ class EnergyPrior(Prior):
     ``log_prob`` is unnormalised (``normalized = False``): -E_a(z) + log N(z; 0, I), missing
     -log Z(a). Prior samples come from short-run Langevin on U(z) = E_a(z) + |z|^2 / 2,
     started from N(0, I) (K0 = 60 steps of size s0 = 0.4 in LEBM); this works inside
-    ``torch.no_grad()`` because :func:`~lfbm_lightning.inference.langevin.langevin` enables
+    ``torch.no_grad()`` because :func:`~lfbm_lightning.langevin.langevin` enables
     gradients with respect to z internally.
 
     Maximum likelihood: grad_a of -E_{p(z|x)}[log p_a(z)] equals
@@ -88,11 +88,16 @@ class EnergyPrior(Prior):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return standard_normal_log_prob(z) - self.energy(z)
 
-    def sample(self, n: int) -> torch.Tensor:
+    def sample(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
+        """Short-run Langevin from N(0, I); the start and the noise are drawn from ``rng``."""
         dtype = next((p.dtype for p in self.parameters()), torch.get_default_dtype())
-        z0 = torch.randn(n, self.latent_dim, device=self.device, dtype=dtype)
-        return langevin(z0, lambda z: -self.log_prob(z), self.n_steps, self.step_size).z
+        z0 = torch.randn(n, self.latent_dim, generator=rng, device=self.device, dtype=dtype)
 
-    def loss(self, z_posterior: torch.Tensor) -> torch.Tensor:
-        z_prior = self.sample(z_posterior.shape[0])
+        def energy(z: torch.Tensor) -> torch.Tensor:
+            return -self.log_prob(z)
+
+        return langevin(z0, energy, self.n_steps, self.step_size, rng=rng).z
+
+    def loss(self, z_posterior: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
+        z_prior = self.sample(z_posterior.shape[0], rng)
         return self.energy(z_posterior).mean() - self.energy(z_prior).mean()

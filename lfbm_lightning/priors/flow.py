@@ -58,7 +58,7 @@ class FlowPrior(Prior):
         z0, log_det = self.to_noise(z)
         return standard_normal_log_prob(z0) + log_det
 
-    def sample(self, n: int) -> torch.Tensor:
+    def sample(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
         dtype = self.layers[0].bias.dtype
-        z0 = torch.randn(n, self.latent_dim, device=self.device, dtype=dtype)
+        z0 = torch.randn(n, self.latent_dim, generator=rng, device=self.device, dtype=dtype)
         return self.from_noise(z0)

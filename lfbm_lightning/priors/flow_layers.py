@@ -79,19 +79,50 @@ class InvertibleLinear(nn.Module):
         return torch.linalg.solve(self.weight, y.T).T
 
 
-class CouplingNet(nn.Module):
-    """MLP d_in -> width -> width -> d_out; hidden layers Linear + ActNorm + ReLU.
+class ZeroLinear(nn.Module):
+    """y = (h W^T + b) * exp(3 * logs): a linear layer that starts at exactly zero.
 
-    The last layer is zero-initialised, so the coupling it drives starts near the identity.
+    W, b and the per-output log-scale ``logs`` are all zero-initialised and learned; the
+    factor 3 speeds up the scale's learning, as in ActNorm (the authors' ``fc_zeros``).
+
+    Args:
+        d_in: input features.
+        d_out: output features.
     """
 
-    def __init__(self, d_in: int, d_out: int, width: int) -> None:
+    def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
-        self.hidden = nn.ModuleList([nn.Linear(d_in, width), nn.Linear(width, width)])
+        self.weight = nn.Parameter(torch.zeros(d_out, d_in))
+        self.bias = nn.Parameter(torch.zeros(d_out))
+        self.logs = nn.Parameter(torch.zeros(d_out))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(h, self.weight, self.bias) * torch.exp(3.0 * self.logs)
+
+
+class CouplingNet(nn.Module):
+    """MLP d_in -> width -> width -> d_out, initialised as the authors'.
+
+    Hidden layers: a bias-free Linear with weights drawn from N(0, 0.05^2) (ActNorm's bias
+    takes the bias's place), then ActNorm, then ReLU. The last layer is a :class:`ZeroLinear`,
+    so the coupling it drives starts at its identity-like map (shift 0, scale sigmoid(2)).
+
+    Args:
+        d_in: input features.
+        d_out: output features.
+        width: hidden width.
+        init_std: standard deviation of the hidden weights.
+    """
+
+    def __init__(self, d_in: int, d_out: int, width: int, init_std: float = 0.05) -> None:
+        super().__init__()
+        self.hidden = nn.ModuleList(
+            [nn.Linear(d_in, width, bias=False), nn.Linear(width, width, bias=False)]
+        )
+        for linear in self.hidden:
+            nn.init.normal_(linear.weight, 0.0, init_std)
         self.norms = nn.ModuleList([ActNorm(width), ActNorm(width)])
-        self.out = nn.Linear(width, d_out)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = ZeroLinear(width, d_out)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         for linear, norm in zip(self.hidden, self.norms, strict=True):

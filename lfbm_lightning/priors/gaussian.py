@@ -19,7 +19,8 @@ class GaussianPrior(Prior):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return standard_normal_log_prob(z)
 
-    def sample(self, n: int) -> torch.Tensor:
+    def sample(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
+        anchor = self._anchor
         return torch.randn(
-            n, self.latent_dim, device=self._anchor.device, dtype=self._anchor.dtype
+            n, self.latent_dim, generator=rng, device=anchor.device, dtype=anchor.dtype
         )

@@ -42,6 +42,8 @@ class LearnableGaussianPrior(Prior):
         return diag_normal_log_prob(z, self.mean, self.log_std)
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        eps = torch.randn(n, self.latent_dim, device=self.device, dtype=self.mean.dtype)
+    def sample(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn(
+            n, self.latent_dim, generator=rng, device=self.device, dtype=self.mean.dtype
+        )
         return self.mean + torch.exp(self.log_std) * eps

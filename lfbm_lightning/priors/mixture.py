@@ -53,7 +53,9 @@ class MixturePrior(Prior):
         return torch.logsumexp(torch.log_softmax(self.logits, 0) + component, dim=1)
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        k = torch.multinomial(torch.softmax(self.logits, 0), n, replacement=True)
-        eps = torch.randn(n, self.latent_dim, device=self.device, dtype=self.means.dtype)
+    def sample(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
+        k = torch.multinomial(torch.softmax(self.logits, 0), n, replacement=True, generator=rng)
+        eps = torch.randn(
+            n, self.latent_dim, generator=rng, device=self.device, dtype=self.means.dtype
+        )
         return self.means[k] + torch.exp(self.log_stds[k]) * eps

@@ -94,15 +94,10 @@ def start_latents(
     """Chain starts z0 (B, d) ~ N(0, I), row i drawn from a generator seeded with
     (``seed``, ``indices[i]``): the same start for an example whatever its batch or rank.
 
-    None for a model with an encoder: its chains start at the encoder's mean.
+    None for a model with an encoder: its chains start at the encoder's mean. The inference
+    method's :meth:`~lfbm_lightning.inference.PosteriorInference.seeded_start`.
     """
-    if model.encoder is not None:
-        return None
-    rows = []
-    for index in indices.tolist():
-        rng = torch.Generator().manual_seed(item_seed(seed, index))
-        rows.append(torch.randn(model.latent_dim, generator=rng))
-    return torch.stack(rows).to(model.device)
+    return model.posterior.seeded_start(model, indices, seed)
 
 
 def example_loader(datamodule: ImageDataModule, dataset: Dataset, cfg: DictConfig) -> DataLoader:
@@ -129,10 +124,9 @@ def chain_settings(
 ) -> tuple[int, float]:
     """Noise-free Langevin settings; null falls back to the checkpoint's evaluation chain
     (``inference.eval_steps`` = 20 x K, or ``eval_refine_steps`` from the encoder's mean for
-    an amortised model) and ``inference.eval_step_size``."""
-    n_steps = model.eval_chain_steps if n_steps is None else int(n_steps)
-    step_size = model.inference_cfg["eval_step_size"] if step_size is None else float(step_size)
-    return n_steps, step_size
+    an amortised model) and ``inference.eval_step_size``: the inference method's
+    :meth:`~lfbm_lightning.inference.PosteriorInference.eval_settings`."""
+    return model.posterior.eval_settings(n_steps, step_size)
 
 
 def reconstruct(
@@ -152,15 +146,16 @@ def reconstruct(
         n_steps: number of steps.
         step_size: s.
         mask: optional (B, 1, H, W), 1 = observed: only observed pixels enter E.
-        z0: initial z (B, d); None: the model's default start (N(0, I), or the encoder's mean
-            for a model with an encoder).
+        z0: initial z (B, d); None: the inference method's start (N(0, I) seeded with the
+            model's seed and the position in the batch, or the encoder's mean).
 
     Returns:
-        (g(z) (B, C, H, W), z (B, d)).
+        (g(z) (B, C, H, W), z (B, d)), from the one reconstruction path,
+        :meth:`~lfbm_lightning.inference.PosteriorInference.reconstruct` (also ``val/mse``).
     """
-    z = model.infer(x, mask, n_steps=n_steps, step_size=step_size, noise=False, z0=z0).z
-    with torch.no_grad():
-        return model.generator(z), z
+    return model.posterior.reconstruct(
+        model, x, mask, seed=model.seed, n_steps=n_steps, step_size=step_size, z0=z0
+    )
 
 
 class FirstImages:

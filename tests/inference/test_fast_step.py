@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 
 from lfbm_lightning.generators import ConvTransposeGenerator
 from lfbm_lightning.inference import energy_grad, langevin
-from lfbm_lightning.inference.langevin import frozen_parameters
+from lfbm_lightning.langevin import frozen_parameters
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.models.energy import latent_decoder, posterior_energy_fn
 from lfbm_lightning.priors import FlowPrior, GaussianPrior
@@ -35,7 +35,6 @@ def setup(layers, channels_last: bool = False, batch: int = 6):
     with torch.no_grad():
         x = generator(torch.randn(batch, D))
     return generator, prior, x + 0.3 * torch.randn_like(x), z
-
 
 
 def chain(energy, z0, n_steps=20, frozen=()):

@@ -27,18 +27,25 @@ class RecordingModel(LatentPriorModel):
     def __init__(self, config):
         super().__init__(config)
         self.steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        chain = self.posterior.chain
+
+        def recording_chain(model, x, mask, z0, *args, **kwargs):
+            result = chain(model, x, mask, z0, *args, **kwargs)
+            if self.training:
+                self.steps.append((self._index, z0.clone(), result.z.clone()))
+            return result
+
+        self.posterior.chain = recording_chain
+
+    @property
+    def _chains(self) -> torch.Tensor:
+        return self.posterior.chains
 
     def on_train_start(self) -> None:
         self.initial_chains = self._chains.clone()
 
     def on_train_batch_start(self, batch, batch_idx):
         self._index = batch["index"].clone()
-
-    def infer(self, x, mask=None, n_steps=None, step_size=None, noise=True, z0=None):
-        result = super().infer(x, mask, n_steps, step_size, noise, z0)
-        if self.training and z0 is not None:
-            self.steps.append((self._index, z0.clone(), result.z.clone()))
-        return result
 
 
 def fit(model, datamodule, max_epochs: int, ckpt_path=None) -> pl.Trainer:
@@ -71,6 +78,9 @@ def test_buffer_is_sized_from_the_training_split(trained):
     model, datamodule, _ = trained
     assert model._chains.shape == (len(datamodule.splits["train"]), model.latent_dim)
     assert model.initial_chains.std().item() == pytest.approx(1.0, abs=0.05)  # N(0, I) start
+    # drawn from the run's seed alone, so every DDP rank starts from the same chains
+    seeded = torch.Generator().manual_seed(model.seed)
+    assert torch.equal(model.initial_chains, torch.randn(model._chains.shape, generator=seeded))
 
 
 def test_chains_start_from_their_last_state_and_are_written_back(trained):
@@ -91,7 +101,7 @@ def test_chains_start_from_their_last_state_and_are_written_back(trained):
 def test_chains_survive_a_checkpoint_and_resume(trained, tmp_path):
     model, _, path = trained
     checkpoint = torch.load(path, weights_only=True)
-    assert torch.equal(checkpoint["persistent_chains"], model._chains)
+    assert torch.equal(checkpoint["posterior"]["persistent_chains"], model._chains)
 
     cfg = compose_config(OVERRIDES, tmp_path)
     resumed, datamodule = RecordingModel(resolved_config(cfg)), instantiate(cfg.dataset)
