@@ -91,6 +91,16 @@ RULES = [
     Rule("trainer.limit_val_batches", "an integer >= 0 or a fraction in [0, 1]", _batch_limit),
     Rule("trainer.check_val_every_n_epoch", "null or an integer >= 1", _every_n_or_none),
     Rule("trainer.log_every_n_steps", "an integer >= 1", _at_least_one),
+    Rule(
+        "trainer.accumulate_grad_batches",
+        "1 (the model updates once per batch by manual optimization)",
+        lambda v: v == 1 and not isinstance(v, bool),
+    ),
+    Rule(
+        "trainer.gradient_clip_val",
+        "null (manual optimization: the model's optimizer steps clip nothing)",
+        lambda v: v is None,
+    ),
     Rule("callbacks.keep_last_epochs", "an integer >= 0 (0: off)", lambda v: _integer(v, 0)),
     Rule("dataset.num_workers", "an integer >= 0", lambda v: _integer(v, 0)),
     Rule("dataset.batch_size", "an integer >= 1", _at_least_one),

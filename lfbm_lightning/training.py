@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lfbm_lightning.callbacks.curves import csv_metrics_file, read_epoch_metrics
 from lfbm_lightning.callbacks.run_guards import CheckpointOnSigterm, SkippedBatchesGuard
 from lfbm_lightning.checkpoint_io import AtomicCheckpointIO, remove_stale_temp_files, safe_load
 from lfbm_lightning.checkpoints import check_resume_compatible, epochs_done, read_checkpoint
 from lfbm_lightning.config_checks import validate_config
+from lfbm_lightning.config_tree import print_config_tree
 from lfbm_lightning.distributed import ddp_job_scope
 from lfbm_lightning.errors import CheckpointError, DivergenceError, LfbmError
 from lfbm_lightning.generators import output_shape
@@ -46,8 +49,12 @@ from lfbm_lightning.run_dir import (
     lock_run_dir,
     slurm_requeue_checkpoints,
 )
+from lfbm_lightning.run_summary import run_summary
 
 log = logging.getLogger(__name__)
+
+CONFIG_TREE_FIRST = ("dataset", "prior", "generator", "inference", "model", "trainer")
+"""Config nodes printed first in the tree at the start of a run."""
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -157,6 +164,8 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
             check_resume_compatible(config, ckpt_path, checkpoint)
             check_epochs_left(ckpt_path, epochs_done(checkpoint), cfg.trainer.max_epochs)
             del checkpoint
+        if rank_zero and OmegaConf.select(cfg, "extras.print_config", default=True):
+            print_config_tree(cfg, out_dir / "config_tree.log", first=CONFIG_TREE_FIRST)
         return _fit(cfg, config, out_dir, ckpt_path, rank_zero)
 
 
@@ -183,6 +192,7 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
         cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
     status = "failed"
+    started = time.monotonic()
     try:
         with ddp_job_scope(trainer.strategy):  # ranks join this (sweep) job; nothing leaks
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -201,6 +211,9 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
 
     metrics = scalar_metrics(trainer)
     if trainer.is_global_zero:
-        log.info("metrics: %s", metrics)
-        log.info("outputs in %s", cfg.paths.output_dir)
+        metrics_file = csv_metrics_file(loggers)
+        per_epoch = read_epoch_metrics(metrics_file) if metrics_file else {}
+        epochs = trainer.fit_loop.epoch_progress.current.processed
+        wall = time.monotonic() - started
+        log.info("%s", run_summary(out_dir, status, wall, epochs, per_epoch, last))
     return model, metrics

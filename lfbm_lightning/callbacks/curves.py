@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,16 @@ def read_epoch_metrics(path: str | Path) -> dict[str, dict[int, float]]:
                 if key not in ("epoch", "step") and value not in ("", None):
                     series.setdefault(key, {})[epoch] = float(value)
     return series
+
+
+def csv_metrics_file(loggers: Sequence[Any]) -> Path | None:
+    """The ``metrics.csv`` of the first CSV logger, flushed to disk; None without one."""
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            logger.save()
+            path = Path(logger.experiment.metrics_file_path)
+            return path if path.is_file() else None
+    return None
 
 
 def plot_curves(series: Mapping[str, Mapping[int, float]], path: str | Path) -> Path | None:
@@ -138,13 +148,9 @@ class TrainingCurves(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        csv_loggers = [lg for lg in trainer.loggers if isinstance(lg, CSVLogger)]
-        if not csv_loggers:
-            log.info("no CSV logger: curves.png not drawn")
-            return
-        csv_loggers[0].save()
-        metrics_file = Path(csv_loggers[0].experiment.metrics_file_path)
-        if not metrics_file.is_file():
+        metrics_file = csv_metrics_file(trainer.loggers)
+        if metrics_file is None:
+            log.info("no CSV metrics (logger=csv): curves.png not drawn")
             return
         path = plot_curves(
             read_epoch_metrics(metrics_file), Path(trainer.default_root_dir) / self.filename
