@@ -9,38 +9,62 @@ import time
 
 import pytest
 import torch
+from hydra.utils import get_class
 
 from lfbm_lightning.data.readers import DatasetFilesMissing
 from lfbm_lightning.evaluation import (
+    TASK_DIR,
     build_datamodule,
-    evaluate,
-    load_model,
     markdown_table,
     resolve_device,
 )
-from lfbm_lightning.tasks import TASKS
-from lfbm_lightning.tasks.common import relocate
-from lfbm_lightning.tasks.inception import dataset_fingerprint
+from lfbm_lightning.metrics.fid_statistics import dataset_fingerprint
+from lfbm_lightning.tasks.base import Task
+from lfbm_lightning.tasks.examples import relocate
 from tests.conftest import compose_config, run_entry_point
+
+TASK_NAMES = ["anomaly", "inpainting", "likelihood", "reconstruction", "recovery", "synthesis"]
+
+
+def compose_task(task: str, tmp_path, *overrides: str):
+    return compose_config(["ckpt_path=x.ckpt", f"task={task}", *overrides], tmp_path, "evaluate")
 
 
 def test_defaults_follow_the_protocols(tmp_path):
-    cfg = compose_config(["ckpt_path=x.ckpt", "task=synthesis"], tmp_path, "evaluate")
-    assert set(TASKS) == {
-        "synthesis",
-        "reconstruction",
-        "inpainting",
-        "anomaly",
-        "recovery",
-        "likelihood",
-    }
+    assert sorted(p.stem for p in TASK_DIR.glob("*.yaml")) == TASK_NAMES
+    cfg = compose_task("synthesis", tmp_path)
     assert cfg.synthesis.n_samples == 50_000 and cfg.metrics.reference_images is None
     assert str(cfg.metrics.feature_layer) == "2048"
+    cfg = compose_task("inpainting", tmp_path)
     assert (cfg.inpainting.n_steps, cfg.inpainting.step_size) == (400, 0.002)
     assert cfg.inpainting.box is None and cfg.inpainting.n_restarts > 1
-    assert cfg.anomaly.n_steps == 400
+    assert compose_task("anomaly", tmp_path).anomaly.n_steps == 400
+    cfg = compose_task("reconstruction", tmp_path)
     assert cfg.reconstruction.n_steps is None  # the checkpoint's inference.eval_steps (20 K)
     assert cfg.paths.data_dir is None  # the checkpoint's data directory
+    assert compose_task("recovery", tmp_path).recovery.chain == "sample"  # the authors' way
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_each_task_config_names_its_class_and_keeps_its_override_path(task, tmp_path):
+    cfg = compose_task(task, tmp_path, f"+{task}.extra=1")
+    assert cfg.task.name == task and cfg[task].extra == 1
+    assert issubclass(get_class(cfg.task._target_), Task)
+    assert not any(name in cfg for name in TASK_NAMES if name != task)  # only its own node
+
+
+def test_help_lists_the_tasks_and_a_missing_or_unknown_task_names_the_choices(tmp_path):
+    result = run_entry_point("evaluate.py", ["--help"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "task: " + ", ".join(TASK_NAMES) in result.stdout
+    missing = run_entry_point("evaluate.py", ["ckpt_path=x", f"hydra.run.dir={tmp_path}/a"])
+    assert missing.returncode != 0
+    assert "task=<name> is required" in missing.stderr and "recovery" in missing.stderr
+    unknown = run_entry_point(
+        "evaluate.py", ["ckpt_path=x", "task=denoising", f"hydra.run.dir={tmp_path}/b"]
+    )
+    assert unknown.returncode != 0 and "task/denoising" in unknown.stderr
+    assert all(name in unknown.stderr for name in TASK_NAMES)
 
 
 def test_missing_inception_weights_fail_at_once_naming_the_setting(tmp_path):
@@ -61,14 +85,6 @@ def test_missing_inception_weights_fail_at_once_naming_the_setting(tmp_path):
     assert "metrics.allow_download=true" in result.stderr
     assert elapsed < 60, elapsed  # interpreter start and imports only (~8 s)
     assert not (tmp_path / "out" / "metrics.json").exists()
-
-
-def test_unknown_task_and_missing_checkpoint_are_named(tmp_path):
-    cfg = compose_config(["ckpt_path=x.ckpt", "task=denoising"], tmp_path, "evaluate")
-    with pytest.raises(ValueError, match="synthesis.*recovery.*got 'denoising'"):
-        evaluate(cfg)
-    with pytest.raises(FileNotFoundError, match="ckpt_path='/no/such.ckpt'"):
-        load_model("/no/such.ckpt", torch.device("cpu"))
 
 
 def test_relocate_moves_paths_under_the_old_directory_only():
