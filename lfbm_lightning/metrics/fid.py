@@ -233,6 +233,12 @@ def _num_images(images: Tensor | Iterable) -> int | None:
     return len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
 
 
+# Why not torchmetrics' FrechetInceptionDistance: on the same features it gives the same
+# numbers (tests/metrics/test_fid_torchmetrics_parity.py; its states are these sums), but it
+# cannot take precomputed reference statistics (the cached training-set mu, Sigma: only by
+# writing its private sum states), its compute() is a collective that every rank must call
+# while the reference statistics are rank 0's alone, and its built-in extractor reads
+# feature_extractor_weights_path with torch-fidelity's torch.load(weights_only=False).
 class FeatureMoments:
     """Streaming first and second moments of feature rows, in float64.
 
