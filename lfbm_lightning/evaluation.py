@@ -148,10 +148,10 @@ def evaluation_ranks(cfg: DictConfig) -> Iterator[torch.device]:
         yield fabric.device
 
 
-def checkpoint_paths(ckpt_path: str) -> list[Path]:
-    """The checkpoints ``ckpt_path`` names: one file, a directory's ``epoch-*.ckpt`` files, or
-    the files a glob matches, sorted by name (a missing single file is left for
-    :func:`~lfbm_lightning.checkpoints.read_checkpoint` to name)."""
+def checkpoint_paths(ckpt_path: str) -> tuple[list[Path], bool]:
+    """The checkpoints ``ckpt_path`` names, and whether it names several (a directory's
+    ``epoch-*.ckpt`` files or the files a glob matches, sorted by name) rather than one file
+    (a missing one is left for :func:`~lfbm_lightning.checkpoints.read_checkpoint` to name)."""
     path = Path(ckpt_path).expanduser()
     if path.is_dir():
         found = sorted(path.glob(CHECKPOINT_PATTERN))
@@ -160,13 +160,13 @@ def checkpoint_paths(ckpt_path: str) -> list[Path]:
         found = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
         where = f"ckpt_path={ckpt_path} matches no checkpoint file"
     else:
-        return [path]
+        return [path], False
     if not found:
         raise CheckpointError(
             f"{where} (train with callbacks.keep_last_epochs=N to keep one per epoch, or "
             "give one .ckpt file)"
         )
-    return found
+    return found, True
 
 
 def build_datamodule(run_config: Mapping[str, Any], data_dir: str | None) -> ImageDataModule:
@@ -264,13 +264,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     training set, KID and IS).
     """
     check_settings(cfg)
-    ckpts = checkpoint_paths(str(cfg.ckpt_path))
+    ckpts, several = checkpoint_paths(str(cfg.ckpt_path))
     task_cfg = cfg[cfg.task.name]
     if any(task_cfg.get(key, False) for key in INCEPTION_KEYS):
         resolve_inception_weights(cfg.metrics.inception_weights, cfg.metrics.allow_download)
     out_dir = Path(cfg.paths.output_dir)
     with evaluation_ranks(cfg) as device:
-        if len(ckpts) == 1 and not Path(str(cfg.ckpt_path)).expanduser().is_dir():
+        if not several:
             return run_task(cfg, ckpts[0], device, out_dir)
         per_checkpoint = {
             ckpt.stem: run_task(cfg, ckpt, device, out_dir / ckpt.stem) for ckpt in ckpts
