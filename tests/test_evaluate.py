@@ -5,42 +5,69 @@ The tasks themselves run end to end on trained digits checkpoints in tests/tasks
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 import torch
+from hydra.utils import get_class
 
 from lfbm_lightning.data.readers import DatasetFilesMissing
+from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.evaluation import (
+    TASK_DIR,
     build_datamodule,
     evaluate,
-    load_model,
     markdown_table,
     resolve_device,
 )
-from lfbm_lightning.tasks import TASKS
-from lfbm_lightning.tasks.common import relocate
-from lfbm_lightning.tasks.inception import dataset_fingerprint
+from lfbm_lightning.metrics.fid_statistics import dataset_fingerprint
+from lfbm_lightning.tasks.base import Task
+from lfbm_lightning.tasks.examples import relocate
 from tests.conftest import compose_config, run_entry_point
+
+TASK_NAMES = ["anomaly", "inpainting", "likelihood", "reconstruction", "recovery", "synthesis"]
+
+
+def compose_task(task: str, tmp_path, *overrides: str):
+    return compose_config(["ckpt_path=x.ckpt", f"task={task}", *overrides], tmp_path, "evaluate")
 
 
 def test_defaults_follow_the_protocols(tmp_path):
-    cfg = compose_config(["ckpt_path=x.ckpt", "task=synthesis"], tmp_path, "evaluate")
-    assert set(TASKS) == {
-        "synthesis",
-        "reconstruction",
-        "inpainting",
-        "anomaly",
-        "recovery",
-        "likelihood",
-    }
+    assert sorted(p.stem for p in TASK_DIR.glob("*.yaml")) == TASK_NAMES
+    cfg = compose_task("synthesis", tmp_path)
     assert cfg.synthesis.n_samples == 50_000 and cfg.metrics.reference_images is None
     assert str(cfg.metrics.feature_layer) == "2048"
+    cfg = compose_task("inpainting", tmp_path)
     assert (cfg.inpainting.n_steps, cfg.inpainting.step_size) == (400, 0.002)
     assert cfg.inpainting.box is None and cfg.inpainting.n_restarts > 1
-    assert cfg.anomaly.n_steps == 400
+    assert compose_task("anomaly", tmp_path).anomaly.n_steps == 400
+    cfg = compose_task("reconstruction", tmp_path)
     assert cfg.reconstruction.n_steps is None  # the checkpoint's inference.eval_steps (20 K)
     assert cfg.paths.data_dir is None  # the checkpoint's data directory
+    assert compose_task("recovery", tmp_path).recovery.chain == "sample"  # the authors' way
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_each_task_config_names_its_class_and_keeps_its_override_path(task, tmp_path):
+    cfg = compose_task(task, tmp_path, f"+{task}.extra=1")
+    assert cfg.task.name == task and cfg[task].extra == 1
+    assert issubclass(get_class(cfg.task._target_), Task)
+    assert not any(name in cfg for name in TASK_NAMES if name != task)  # only its own node
+
+
+def test_help_lists_the_tasks_and_a_missing_or_unknown_task_names_the_choices(tmp_path):
+    result = run_entry_point("evaluate.py", ["--help"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "task: " + ", ".join(TASK_NAMES) in result.stdout
+    missing = run_entry_point("evaluate.py", ["ckpt_path=x", f"hydra.run.dir={tmp_path}/a"])
+    assert missing.returncode != 0
+    assert "task=<name> is required" in missing.stderr and "recovery" in missing.stderr
+    unknown = run_entry_point(
+        "evaluate.py", ["ckpt_path=x", "task=denoising", f"hydra.run.dir={tmp_path}/b"]
+    )
+    assert unknown.returncode != 0 and "task/denoising" in unknown.stderr
+    assert all(name in unknown.stderr for name in TASK_NAMES)
 
 
 def test_missing_inception_weights_fail_at_once_naming_the_setting(tmp_path):
@@ -61,14 +88,6 @@ def test_missing_inception_weights_fail_at_once_naming_the_setting(tmp_path):
     assert "metrics.allow_download=true" in result.stderr
     assert elapsed < 60, elapsed  # interpreter start and imports only (~8 s)
     assert not (tmp_path / "out" / "metrics.json").exists()
-
-
-def test_unknown_task_and_missing_checkpoint_are_named(tmp_path):
-    cfg = compose_config(["ckpt_path=x.ckpt", "task=denoising"], tmp_path, "evaluate")
-    with pytest.raises(ValueError, match="synthesis.*recovery.*got 'denoising'"):
-        evaluate(cfg)
-    with pytest.raises(FileNotFoundError, match="ckpt_path='/no/such.ckpt'"):
-        load_model("/no/such.ckpt", torch.device("cpu"))
 
 
 def test_relocate_moves_paths_under_the_old_directory_only():
@@ -127,3 +146,93 @@ def test_auto_device_is_cuda_only_when_available():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def evaluate_fails(tmp_path, *args: str):
+    """Run ``evaluate.py args``; assert it failed and wrote no results; returns its stderr."""
+    out = tmp_path / "out"
+    result = run_entry_point("evaluate.py", [*args, "progress=false", f"hydra.run.dir={out}"])
+    assert result.returncode != 0
+    assert not (out / "metrics.json").exists() and not (out / "results.md").exists()
+    return result.stderr
+
+
+def foreign_torch_file(path):
+    torch.save({"a": 1}, path)
+
+
+def random_bytes(path):
+    path.write_bytes(
+        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0))
+        .to(torch.uint8)
+        .numpy()
+        .tobytes()
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(
+            lambda path: path.write_bytes(b""),
+            id="empty",
+            marks=pytest.mark.xfail(
+                reason="checkpoints.read_checkpoint indexes the first line of an empty torch "
+                "error message (IndexError); fixed by the owner of checkpoints.py",
+                strict=False,
+            ),
+        ),
+        pytest.param(random_bytes, id="random-bytes"),
+        pytest.param(foreign_torch_file, id="foreign-torch-file"),
+        pytest.param(None, id="missing"),
+    ],
+)
+def test_a_bad_checkpoint_is_one_checkpoint_error_naming_the_file(write, tmp_path):
+    path = tmp_path / "model.ckpt"
+    if write is not None:
+        write(path)
+    stderr = evaluate_fails(tmp_path, f"ckpt_path={path}", "task=reconstruction", "device=cpu")
+    assert "CheckpointError" in stderr and str(path) in stderr, stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_an_empty_checkpoint_directory_or_glob_names_the_pattern(tmp_path):
+    stderr = evaluate_fails(tmp_path, f"ckpt_path={tmp_path}", "task=anomaly", "device=cpu")
+    assert "CheckpointError" in stderr and "epoch-*.ckpt" in stderr, stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("devices=0", "devices must be an integer >= 1, got 0"),
+        ("anomaly.n_examples=0", "anomaly.n_examples must be null or an integer >= 1"),
+        ("anomaly.n_steps=-1", "anomaly.n_steps must be null or an integer >= 0"),
+        ("anomaly.n_steps=2.5", "anomaly.n_steps must be null or an integer >= 0"),
+        ("anomaly.step_size=0", "anomaly.step_size must be null or a number > 0"),
+        ("device=tpu7", "device='tpu7' is not a device"),
+    ],
+)
+def test_wrong_settings_are_a_config_error_before_the_model_loads(override, named, tmp_path):
+    # the checkpoint does not exist: the settings are checked first
+    cfg = compose_task("anomaly", tmp_path, "ckpt_path=/nonexistent.ckpt", override)
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        evaluate(cfg)
+
+
+@pytest.mark.slow
+def test_batch_size_zero_is_refused_by_evaluate_py(tmp_path):
+    args = ["ckpt_path=/nonexistent.ckpt", "task=anomaly", "batch_size=0"]
+    stderr = evaluate_fails(tmp_path, *args)
+    assert (
+        "ConfigError" in stderr and "batch_size must be null or an integer >= 1, got 0" in stderr
+    )
+    assert "CheckpointError" not in stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_it_names_the_device_setting(tmp_path):
+    stderr = evaluate_fails(tmp_path, "ckpt_path=/nonexistent.ckpt", "task=anomaly", "device=cuda")
+    assert "ConfigError" in stderr and "device=cuda" in stderr and "device=cpu" in stderr
+    assert "map_location" not in stderr

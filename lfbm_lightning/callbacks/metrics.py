@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from lfbm_lightning.metrics.fid import InceptionWeightsMissing, frechet_distance
-from lfbm_lightning.tasks.inception import (
+from lfbm_lightning.metrics.fid_statistics import (
     InceptionSettings,
     sample_stats,
     seeded_rng,

@@ -13,12 +13,11 @@ from lfbm_lightning.metrics.fid import (
     save_stats,
     to_uint8_rgb,
 )
-from lfbm_lightning.metrics.reconstruction import MeanPerImageMSE, per_image_mse
+from lfbm_lightning.metrics.reconstruction import per_image_mse
 
 __all__ = [
     "FeatureStats",
     "InceptionWeightsMissing",
-    "MeanPerImageMSE",
     "anomaly_report",
     "auprc",
     "average_precision",

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -126,17 +127,53 @@ def _file_stamp(path: str | None) -> int:
     return Path(path).stat().st_mtime_ns if path else 0
 
 
-@lru_cache(maxsize=4)
-def _cached_extractor(weights_path: str | None, feature_layer: str, stamp: int):
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    return FeatureExtractorInceptionV3(
-        _EXTRACTOR_NAME, [feature_layer], feature_extractor_weights_path=weights_path
+def _not_inception_weights(path: str, reason: str) -> InceptionWeightsMissing:
+    return InceptionWeightsMissing(
+        f"Inception weights file {path} is not an Inception-v3 FID state dict ({reason}): set "
+        f"{WEIGHTS_SETTING}=/path/to/{WEIGHTS_FILENAME}, a copy of {WEIGHTS_URL}"
     )
 
 
+def load_inception_weights(path: str) -> dict[str, Tensor]:
+    """The tensors of a weights file, read with ``torch.load(weights_only=True)``: tensors and
+    plain containers only, so a crafted file cannot run code (torch-fidelity itself reads the
+    file with ``weights_only=False``).
+
+    Raises:
+        InceptionWeightsMissing: the file does not load that way or is no mapping of names to
+            tensors; the message names the file and ``metrics.inception_weights``.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors alike: the file is not usable
+        first = (str(err).splitlines() or [""])[0][:160]
+        raise _not_inception_weights(path, f"{type(err).__name__}: {first}") from err
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise _not_inception_weights(path, "not a mapping of parameter names to tensors")
+    return state
+
+
+@lru_cache(maxsize=4)
+def _cached_extractor(weights_path: str | None, feature_layer: str, stamp: int):
+    from torch_fidelity import feature_extractor_inceptionv3 as tf_inception
+
+    if weights_path is None:  # torch-fidelity downloads the official file
+        return tf_inception.FeatureExtractorInceptionV3(_EXTRACTOR_NAME, [feature_layer])
+    state = load_inception_weights(weights_path)
+    # The constructor always loads weights itself (torch.load(weights_only=False) of a path, or
+    # its download function when there is none): hand it the verified tensors through the
+    # latter; its strict load_state_dict checks every expected key and shape.
+    with mock.patch.object(tf_inception, "load_state_dict_from_url", return_value=state):
+        try:
+            return tf_inception.FeatureExtractorInceptionV3(_EXTRACTOR_NAME, [feature_layer])
+        except RuntimeError as err:
+            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise _not_inception_weights(weights_path, reason) from err
+
+
 def _feature_extractor(weights_path: str | None, feature_layer: str) -> torch.nn.Module:
-    """torch-fidelity's Inception-v3, memoised per (file, mtime, layer); eval mode, no grad."""
+    """torch-fidelity's Inception-v3 with verified weights, memoised per (file, mtime, layer);
+    eval mode, no grad."""
     if feature_layer not in FEATURE_LAYERS:
         raise ValueError(f"feature_layer must be one of {FEATURE_LAYERS}, got {feature_layer!r}")
     return _cached_extractor(weights_path, feature_layer, _file_stamp(weights_path))
@@ -196,6 +233,12 @@ def _num_images(images: Tensor | Iterable) -> int | None:
     return len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
 
 
+# Why not torchmetrics' FrechetInceptionDistance: on the same features it gives the same
+# numbers (tests/metrics/test_fid_torchmetrics_parity.py; its states are these sums), but it
+# cannot take precomputed reference statistics (the cached training-set mu, Sigma: only by
+# writing its private sum states), its compute() is a collective that every rank must call
+# while the reference statistics are rank 0's alone, and its built-in extractor reads
+# feature_extractor_weights_path with torch-fidelity's torch.load(weights_only=False).
 class FeatureMoments:
     """Streaming first and second moments of feature rows, in float64.
 
@@ -470,6 +513,9 @@ def fidelity_metrics(
     """
     from torch_fidelity import calculate_metrics
 
+    # torch-fidelity reads the file again with weights_only=False; a file that loads with
+    # weights_only=True and fits the network holds tensors only, so that read runs no code
+    _feature_extractor(weights_path, feature_layer)
     needs_reference = fid or kid
     if needs_reference and reference is None:
         raise ValueError("FID and KID need reference images")

@@ -7,9 +7,7 @@ Images live on the ``[-1, 1]`` scale. On the ``[0, 1]`` scale ``u = (x + 1) / 2`
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
-from torchmetrics import Metric
 
 SCALE_FACTORS = {"[-1,1]": 1.0, "[0,1]": 0.25}
 
@@ -45,37 +43,3 @@ def per_image_mse(
         weights = mask.to(sq_err.dtype).expand_as(sq_err)
         mse = (sq_err * weights).flatten(1).sum(1) / weights.flatten(1).sum(1)
     return mse * SCALE_FACTORS[scale]
-
-
-class MeanPerImageMSE(Metric):
-    """Running mean of :func:`per_image_mse` over all images seen (NaN images skipped).
-
-    Each image weighs the same whatever its batch; states are summed across processes, so the
-    result is the same under DDP.
-
-    Args:
-        scale: ``"[-1,1]"`` or ``"[0,1]"``.
-    """
-
-    full_state_update = False
-
-    def __init__(self, scale: str = "[-1,1]", **kwargs) -> None:
-        super().__init__(**kwargs)
-        if scale not in SCALE_FACTORS:
-            raise ValueError(f"scale must be one of {list(SCALE_FACTORS)}, got {scale!r}")
-        self.scale = scale
-        self.add_state(
-            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, x: Tensor, x_hat: Tensor, mask: Tensor | None = None) -> None:
-        """Add a batch: ``x``, ``x_hat`` ``(B, C, H, W)``, optional mask as in the function."""
-        mse = per_image_mse(x, x_hat, mask, self.scale)
-        valid = ~torch.isnan(mse)
-        self.total += mse[valid].double().sum()
-        self.count += valid.sum()
-
-    def compute(self) -> Tensor:
-        """Mean per-image MSE (NaN when no image had a selected pixel)."""
-        return self.total / self.count

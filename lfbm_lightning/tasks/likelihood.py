@@ -30,21 +30,19 @@ Units: nats per image, and bits per dimension bpd = -log p(x) / (D ln 2), a dens
 continuous images on the [-1, 1] scale, without dequantisation (so not comparable with the
 bpd of discrete 8-bit data). Means over images come with their standard error over images.
 
-Config node ``likelihood``: ``split``, ``n_examples``, ``n_samples``, ``n_chains``,
-``n_steps``, ``step_size``, ``noise``, ``inflation``, ``df``, ``defensive_weight``,
-``chunk``, ``log_z_samples``, ``max_log_z_se``.
+Options (``conf/task/likelihood.yaml``, node ``likelihood``): ``split``, ``n_examples``,
+``n_samples``, ``n_chains``, ``n_steps``, ``step_size``, ``noise``, ``inflation``, ``df``,
+``defensive_weight``, ``chunk``, ``log_z_samples``, ``max_log_z_se``.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from lfbm_lightning.data.base import ImageDataModule
 from lfbm_lightning.densities import gaussian_log_likelihood
 from lfbm_lightning.distributed import rank_and_world_size
 from lfbm_lightning.inference.importance import (
@@ -57,16 +55,8 @@ from lfbm_lightning.inference.importance import (
     tilt_log_normalizer,
 )
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.tasks.common import (
-    all_rows,
-    device_batches,
-    example_loader,
-    is_writer,
-    item_seed,
-    rank_share,
-    split_examples,
-    write_csv,
-)
+from lfbm_lightning.tasks.base import ExampleTask
+from lfbm_lightning.tasks.common import item_seed
 
 BPD_NOTE = (
     "bpd = -log p(x) / (D ln 2): density of the continuous images on the [-1, 1] scale, "
@@ -213,86 +203,91 @@ def normalizer_results(normalizer: LogNormalizer | None, max_se: float) -> dict[
     }
 
 
-def run(
-    model: LatentPriorModel, datamodule: ImageDataModule, cfg: DictConfig, out_dir: Path
-) -> dict[str, Any]:
+class Likelihood(ExampleTask):
     """Estimate log p(x) of every selected image; write ``per_example.csv``.
 
     When the data module knows its true model (``true_log_prob``, e.g. ``dataset=synthetic``),
     the true log p*(x) of the same images is reported too, with the gap true - model and its
     paired standard error.
 
-    Returns:
-        ``split``, ``n_images``, ``dimension``, ``sigma``, ``n_samples``, ``n_chains``,
-        ``n_steps``, ``step_size``, ``noise``, ``prior_normalizer`` (and ``log_z``,
-        ``log_z_se``, ``log_z_ess`` for an EBM), the :func:`summarize` keys (None and
-        ``log_px_unavailable`` when an EBM's log Z is too uncertain), ``bpd_note`` and, with a
-        known true model, ``true_log_px_mean``, ``true_log_px_se``, ``true_bpd_mean``,
-        ``gap_mean``, ``gap_se``.
+    Results: ``split``, ``n_images``, ``dimension``, ``sigma``, ``n_samples``, ``n_chains``,
+    ``n_steps``, ``step_size``, ``noise``, ``prior_normalizer`` (and ``log_z``, ``log_z_se``,
+    ``log_z_ess`` for an EBM), the :func:`summarize` keys (None and ``log_px_unavailable``
+    when an EBM's log Z is too uncertain), ``bpd_note`` and, with a known true model,
+    ``true_log_px_mean``, ``true_log_px_se``, ``true_bpd_mean``, ``gap_mean``, ``gap_se``.
     """
-    settings = cfg.likelihood
-    split = settings.split or datamodule.evaluation_split
-    dataset = split_examples(datamodule, split, settings.n_examples, cfg.seed)
-    n_steps, step_size = proposal_chain(model, settings)
-    rng = torch.Generator(device=model.device).manual_seed(int(cfg.seed))
-    normalizer = prior_log_normalizer(model, settings, rng)
-    dimension = math.prod(dataset[0]["image"].shape)
-    results: dict[str, Any] = {
-        "split": split,
-        "n_images": len(dataset),
-        "dimension": dimension,
-        "sigma": model.sigma,
-        "n_samples": int(settings.n_samples),
-        "n_chains": int(settings.n_chains),
-        "n_steps": n_steps,
-        "step_size": step_size,
-        "noise": bool(settings.noise),
-        **normalizer_results(normalizer, float(settings.max_log_z_se)),
-        "bpd_note": BPD_NOTE,
-    }
-    if normalizer is not None and normalizer.se > float(settings.max_log_z_se):
-        reason = f"SE(log Z) = {normalizer.se:.3g} > likelihood.max_log_z_se"
-        return results | dict.fromkeys(SUMMARY_KEYS) | {"log_px_unavailable": reason}
-    log_z = 0.0 if normalizer is None else normalizer.log_z
 
-    rank = rank_and_world_size()[0]
-    if rank > 0:  # every rank its own stream (rank 0 goes on with the one of log Z)
-        rng.manual_seed(item_seed(cfg.seed, rank))
-    rows: list[dict[str, Any]] = []
-    true_model = getattr(datamodule, "true_log_prob", None)
-    loader = example_loader(datamodule, rank_share(dataset), cfg)
-    for batch in device_batches(loader, model.device, "log p(x)", cfg.progress):
+    def check(self) -> None:
+        model, settings, seed = self.model, self.settings, self.cfg.seed
+        self.rng = torch.Generator(device=model.device).manual_seed(int(seed))
+        self.normalizer = prior_log_normalizer(model, settings, self.rng)
+        self.log_z = 0.0 if self.normalizer is None else self.normalizer.log_z
+        rank = rank_and_world_size()[0]
+        if rank > 0:  # every rank its own stream (rank 0 goes on with the one of log Z)
+            self.rng.manual_seed(item_seed(seed, rank))
+        self.true_model = getattr(self.datamodule, "true_log_prob", None)
+        self.dimension = math.prod(self.datamodule.splits[self.split][0]["image"].shape)
+
+    def settings_results(self) -> dict[str, Any]:
+        """What was estimated and how (before any image is scored)."""
+        n_steps, step_size = proposal_chain(self.model, self.settings)
+        return {
+            "split": self.split,
+            "n_images": len(self.examples()),
+            "dimension": self.dimension,
+            "sigma": self.model.sigma,
+            "n_samples": int(self.settings.n_samples),
+            "n_chains": int(self.settings.n_chains),
+            "n_steps": n_steps,
+            "step_size": step_size,
+            "noise": bool(self.settings.noise),
+            **normalizer_results(self.normalizer, float(self.settings.max_log_z_se)),
+            "bpd_note": BPD_NOTE,
+        }
+
+    def run(self) -> dict[str, Any]:
+        self.check()
+        normalizer, max_se = self.normalizer, float(self.settings.max_log_z_se)
+        if normalizer is not None and normalizer.se > max_se:
+            reason = f"SE(log Z) = {normalizer.se:.3g} > likelihood.max_log_z_se"
+            unavailable = dict.fromkeys(SUMMARY_KEYS) | {"log_px_unavailable": reason}
+            return self.settings_results() | unavailable
+        return self.score_examples()
+
+    def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
-        estimate = image_log_likelihood(model, x, settings, rng, log_z)
-        true = true_model(x.cpu()).tolist() if true_model is not None else None
+        estimate = image_log_likelihood(self.model, x, self.settings, self.rng, self.log_z)
+        true = self.true_model(x.cpu()).tolist() if self.true_model is not None else None
+        rows = []
         for i, index in enumerate(batch["index"].tolist()):
             row = {
                 "index": index,
                 "label": int(batch["label"][i]),
                 "log_px": float(estimate.log_px[i]),
-                "bpd": -float(estimate.log_px[i]) / (dimension * math.log(2)),
+                "bpd": -float(estimate.log_px[i]) / (self.dimension * math.log(2)),
                 "mc_se": float(estimate.mc_se[i]),
                 "ess": float(estimate.ess[i]),
             }
             if true is not None:
                 row["true_log_px"] = true[i]
             rows.append(row)
-    rows = all_rows(rows)
-    if is_writer():
-        write_csv(rows, out_dir / "per_example.csv")
+        return rows
 
-    def column(key: str) -> torch.Tensor:
-        return torch.tensor([r[key] for r in rows], dtype=torch.float64)
+    def summarize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        def column(key: str) -> torch.Tensor:
+            return torch.tensor([r[key] for r in rows], dtype=torch.float64)
 
-    results |= summarize(column("log_px"), column("mc_se"), column("ess"), dimension)
-    if true_model is not None:
-        true_mean, true_se = mean_and_se(column("true_log_px"))
-        gap_mean, gap_se = mean_and_se(column("true_log_px") - column("log_px"))
-        results |= {
-            "true_log_px_mean": true_mean,
-            "true_log_px_se": true_se,
-            "true_bpd_mean": -true_mean / (dimension * math.log(2)),
-            "gap_mean": gap_mean,
-            "gap_se": gap_se,
-        }
-    return results
+        dimension = self.dimension
+        results = self.settings_results()
+        results |= summarize(column("log_px"), column("mc_se"), column("ess"), dimension)
+        if self.true_model is not None:
+            true_mean, true_se = mean_and_se(column("true_log_px"))
+            gap_mean, gap_se = mean_and_se(column("true_log_px") - column("log_px"))
+            results |= {
+                "true_log_px_mean": true_mean,
+                "true_log_px_se": true_se,
+                "true_bpd_mean": -true_mean / (dimension * math.log(2)),
+                "gap_mean": gap_mean,
+                "gap_se": gap_se,
+            }
+        return results

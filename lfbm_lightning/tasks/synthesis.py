@@ -1,28 +1,24 @@
-"""Image synthesis: FID of decoded prior samples against the training set (protocols.md).
+"""Image synthesis: FID of decoded prior samples against the training set (docs/paper.md).
 
 ``n_samples`` (50,000) images x = g(z), z ~ p(z) (flow: exact sampling; EBM: prior Langevin),
 are mapped to [0, 1], clamped and scored against the Inception statistics of every training
 image at native resolution. Optional KID and Inception Score come from torch-fidelity on
 ``fidelity_samples`` samples (KID against as many random training images).
 
-Config node ``synthesis``: ``fid``, ``n_samples``, ``sample_batch_size``, ``kid``, ``isc``,
-``fidelity_samples``, ``grid_size``; Inception and reference settings in ``metrics``.
+Options (``conf/task/synthesis.yaml``, node ``synthesis``): ``fid``, ``n_samples``,
+``sample_batch_size``, ``kid``, ``isc``, ``fidelity_samples``, ``grid_size``; Inception and
+reference settings in ``metrics``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
-from lfbm_lightning.data.base import ImageDataModule
 from lfbm_lightning.images import save_images
 from lfbm_lightning.metrics.fid import fidelity_metrics, frechet_distance
-from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.tasks.common import is_writer, select_examples
-from lfbm_lightning.tasks.inception import (
+from lfbm_lightning.metrics.fid_statistics import (
     REFERENCE_SUBSET_SEED,
     InceptionSettings,
     sample_batches,
@@ -30,96 +26,92 @@ from lfbm_lightning.tasks.inception import (
     seeded_rng,
     training_reference_stats,
 )
+from lfbm_lightning.tasks.base import Task
+from lfbm_lightning.tasks.examples import select_examples
+from lfbm_lightning.tasks.outputs import is_writer
 
 
-def fid_results(
-    model: LatentPriorModel,
-    datamodule: ImageDataModule,
-    cfg: DictConfig,
-    inception: InceptionSettings,
-) -> dict[str, Any]:
-    """FID of ``synthesis.n_samples`` prior samples against the training set, with the counts
-    (every rank draws its share of the samples; rank 0 scores them, the others return {})."""
-    settings = cfg.synthesis
-    samples = sample_stats(
-        model, settings.n_samples, settings.sample_batch_size, inception, cfg.seed
-    )
-    if not is_writer():
-        return {}
-    reference = training_reference_stats(
-        model.config,
-        datamodule.splits["train"],
-        cfg.metrics.stats_dir,
-        inception,
-        cfg.metrics.reference_images,
-    )
-    return {
-        "fid": frechet_distance(samples, reference),
-        "fid_n_samples": samples.n,
-        "fid_n_reference": reference.n,
-        "feature_layer": inception.feature_layer,
-    }
-
-
-def kid_is_results(
-    model: LatentPriorModel,
-    datamodule: ImageDataModule,
-    cfg: DictConfig,
-    inception: InceptionSettings,
-) -> dict[str, Any]:
-    """KID and / or Inception Score (torch-fidelity) of ``synthesis.fidelity_samples`` samples."""
-    settings = cfg.synthesis
-    n = settings.fidelity_samples
-    with seeded_rng(cfg.seed, model.device):
-        samples = torch.cat(list(sample_batches(model, n, settings.sample_batch_size))).cpu()
-    reference = None
-    if settings.kid:
-        subset = select_examples(datamodule.splits["train"], n, REFERENCE_SUBSET_SEED)
-        reference = torch.stack([subset[i]["image"] for i in range(len(subset))])
-    scores = fidelity_metrics(
-        samples,
-        reference,
-        inception.weights,
-        fid=False,
-        kid=bool(settings.kid),
-        isc=bool(settings.isc),
-        feature_layer=inception.feature_layer,
-        batch_size=inception.batch_size,
-        device=inception.device,
-    )
-    results: dict[str, Any] = {"fidelity_n_samples": samples.shape[0]}
-    if settings.kid:
-        results["kid_mean"] = scores["kernel_inception_distance_mean"]
-        results["kid_std"] = scores["kernel_inception_distance_std"]
-        results["kid_n_reference"] = reference.shape[0]
-    if settings.isc:
-        results["inception_score_mean"] = scores["inception_score_mean"]
-        results["inception_score_std"] = scores["inception_score_std"]
-    return results
-
-
-def run(
-    model: LatentPriorModel, datamodule: ImageDataModule, cfg: DictConfig, out_dir: Path
-) -> dict[str, Any]:
-    """Write ``samples.png`` and score the samples (FID, optional KID / IS).
+class Synthesis(Task):
+    """Write ``samples.png`` and score prior samples (FID, optional KID / IS).
 
     The FID samples are shared out over the ranks; the figure and KID / IS are rank 0's work.
 
-    Returns:
-        ``fid``, ``fid_n_samples``, ``fid_n_reference``, ``feature_layer`` (when
-        ``synthesis.fid``), ``kid_mean``, ``kid_std``, ``kid_n_reference`` (``kid``),
-        ``inception_score_mean`` / ``_std`` (``isc``), ``fidelity_n_samples``.
+    Results: ``fid``, ``fid_n_samples``, ``fid_n_reference``, ``feature_layer`` (when
+    ``synthesis.fid``), ``kid_mean``, ``kid_std``, ``kid_n_reference`` (``kid``),
+    ``inception_score_mean`` / ``_std`` (``isc``), ``fidelity_n_samples``.
     """
-    settings = cfg.synthesis
-    if is_writer():
-        columns = max(1, int(settings.grid_size**0.5))
-        save_images(model.sample_images(settings.grid_size), out_dir / "samples.png", columns)
-    results: dict[str, Any] = {}
-    if not (settings.fid or settings.kid or settings.isc):
+
+    files = ("samples.png",)
+
+    def fid_results(self, inception: InceptionSettings) -> dict[str, Any]:
+        """FID of ``n_samples`` prior samples against the training set, with the counts
+        (every rank draws its share of the samples; rank 0 scores them, the others get {})."""
+        model, settings, metrics = self.model, self.settings, self.cfg.metrics
+        samples = sample_stats(
+            model, settings.n_samples, settings.sample_batch_size, inception, self.cfg.seed
+        )
+        if not is_writer():
+            return {}
+        reference = training_reference_stats(
+            model.config,
+            self.datamodule.splits["train"],
+            metrics.stats_dir,
+            inception,
+            metrics.reference_images,
+        )
+        return {
+            "fid": frechet_distance(samples, reference),
+            "fid_n_samples": samples.n,
+            "fid_n_reference": reference.n,
+            "feature_layer": inception.feature_layer,
+        }
+
+    def kid_is_results(self, inception: InceptionSettings) -> dict[str, Any]:
+        """KID and / or Inception Score (torch-fidelity) of ``fidelity_samples`` samples."""
+        settings, model = self.settings, self.model
+        n = settings.fidelity_samples
+        with seeded_rng(self.cfg.seed, model.device):
+            samples = torch.cat(list(sample_batches(model, n, settings.sample_batch_size))).cpu()
+        reference = None
+        if settings.kid:
+            train = self.datamodule.splits["train"]
+            subset = select_examples(train, n, REFERENCE_SUBSET_SEED)
+            reference = torch.stack([subset[i]["image"] for i in range(len(subset))])
+        scores = fidelity_metrics(
+            samples,
+            reference,
+            inception.weights,
+            fid=False,
+            kid=bool(settings.kid),
+            isc=bool(settings.isc),
+            feature_layer=inception.feature_layer,
+            batch_size=inception.batch_size,
+            device=inception.device,
+        )
+        results: dict[str, Any] = {"fidelity_n_samples": samples.shape[0]}
+        if settings.kid:
+            results["kid_mean"] = scores["kernel_inception_distance_mean"]
+            results["kid_std"] = scores["kernel_inception_distance_std"]
+            results["kid_n_reference"] = reference.shape[0]
+        if settings.isc:
+            results["inception_score_mean"] = scores["inception_score_mean"]
+            results["inception_score_std"] = scores["inception_score_std"]
         return results
-    inception = InceptionSettings.from_config(cfg.metrics, model.device, cfg.progress)
-    if settings.fid:
-        results.update(fid_results(model, datamodule, cfg, inception))
-    if (settings.kid or settings.isc) and is_writer():
-        results.update(kid_is_results(model, datamodule, cfg, inception))
-    return results
+
+    def run(self) -> dict[str, Any]:
+        settings = self.settings
+        if is_writer():
+            columns = max(1, int(settings.grid_size**0.5))
+            images = self.model.sample_images(settings.grid_size)
+            save_images(images, self.out_dir / "samples.png", columns)
+        results: dict[str, Any] = {}
+        if not (settings.fid or settings.kid or settings.isc):
+            return results
+        inception = InceptionSettings.from_config(
+            self.cfg.metrics, self.model.device, self.cfg.progress
+        )
+        if settings.fid:
+            results.update(self.fid_results(inception))
+        if (settings.kid or settings.isc) and is_writer():
+            results.update(self.kid_is_results(inception))
+        return results

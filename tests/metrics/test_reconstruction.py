@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lfbm_lightning.metrics.reconstruction import MeanPerImageMSE, per_image_mse
+from lfbm_lightning.metrics.reconstruction import per_image_mse
 
 
 @pytest.fixture
@@ -71,19 +71,3 @@ def test_shape_errors():
         per_image_mse(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4), torch.ones(2, 2, 4, 4))
     with pytest.raises(ValueError, match="scale"):
         per_image_mse(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), scale="[0,255]")
-
-
-def test_running_mean_weighs_images_not_batches():
-    metric = MeanPerImageMSE()
-    metric.update(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2))  # one image, MSE 1
-    metric.update(torch.zeros(3, 1, 2, 2), torch.zeros(3, 1, 2, 2))  # three images, MSE 0
-    # mean over 4 images = 1/4 (the mean of the two batch means would be 1/2)
-    assert metric.compute().item() == pytest.approx(0.25)
-
-
-def test_running_mean_skips_images_without_selected_pixels_and_scales():
-    metric = MeanPerImageMSE(scale="[0,1]")
-    mask = torch.tensor([1.0, 0.0]).view(2, 1, 1, 1).expand(2, 1, 2, 2)
-    metric.update(torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 2.0), mask)
-    # one counted image with [-1, 1] MSE 4 -> 1 on [0, 1]; the masked-out image is ignored
-    assert metric.compute().item() == pytest.approx(1.0)

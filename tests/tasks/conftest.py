@@ -86,3 +86,34 @@ def run_task(tmp_path: Path):
         return written, out
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of 2 batches on digits with digit 3 held out and a 4 x 4 hole in every training
+    image: a checkpoint every task accepts (anomaly needs the held-out digit, recovery the
+    occlusion), trained in ~15 s."""
+    out = tmp_path_factory.mktemp("digits_tiny")
+    return train_checkpoint(
+        out,
+        [
+            f"dataset.holdout_digit={HOLDOUT_DIGIT}",
+            "dataset.occlusion.kind=single_region",
+            "dataset.occlusion.size=4",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "inference.n_steps=3",
+            "inference.eval_steps=5",
+        ],
+    )
+
+
+@pytest.fixture
+def compose_eval(tmp_path: Path):
+    """``compose_eval(task, *overrides)``: the composed evaluate config of a task."""
+
+    def _compose(task: str, *overrides: str):
+        overrides = ["ckpt_path=x.ckpt", f"task={task}", *overrides]
+        return compose_config(overrides, tmp_path, "evaluate")
+
+    return _compose

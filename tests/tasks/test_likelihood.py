@@ -141,7 +141,7 @@ def test_untrained_ebm_log_z_matches_quadrature_and_too_uncertain_is_unavailable
     model, datamodule, cfg = synthetic_setup(
         tmp_path, "ebm", ["likelihood.n_examples=10", "likelihood.n_samples=64"]
     )
-    results = likelihood.run(model, datamodule, cfg, tmp_path)
+    results = likelihood.Likelihood(model, datamodule, cfg, tmp_path).run()
     # d = 2: Z = int exp(-E_a(z)) N(z; 0, I) dz on a grid of cells of side h
     h = 0.02
     axis = torch.arange(-7 + h / 2, 7, h)
@@ -153,7 +153,7 @@ def test_untrained_ebm_log_z_matches_quadrature_and_too_uncertain_is_unavailable
     assert results["log_px_mean"] is not None and "Monte-Carlo" in results["prior_normalizer"]
 
     cfg.likelihood.max_log_z_se = 1e-6
-    unavailable = likelihood.run(model, datamodule, cfg, tmp_path)
+    unavailable = likelihood.Likelihood(model, datamodule, cfg, tmp_path).run()
     assert unavailable["log_px_mean"] is None and unavailable["bpd_mean"] is None
     assert "max_log_z_se" in unavailable["log_px_unavailable"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.tasks.helpers import grid_shape, read_rows
 
@@ -32,3 +33,30 @@ def test_recovery_scores_missing_observed_and_all_pixels(occluded_ckpt, run_task
 def test_recovery_refuses_a_model_trained_on_complete_images(digits_ckpt, run_task):
     with pytest.raises(ValueError, match="dataset.occlusion.kind"):
         run_task(digits_ckpt, "recovery", ["recovery.n_examples=4"])
+
+
+@pytest.mark.slow
+def test_recovery_uses_the_training_sampler_by_default_and_fits_on_request(
+    occluded_ckpt, run_task
+):
+    inference = torch.load(occluded_ckpt, weights_only=True)["hyper_parameters"]["config"][
+        "inference"
+    ]
+    small = ["recovery.n_examples=24", "recovery.figure_examples=4"]
+    sample, out = run_task(occluded_ckpt, "recovery", small)
+    # the authors' way: K noisy steps of the training chain (inference.n_steps, step_size)
+    assert (sample["chain"], sample["noise"]) == ("sample", True)
+    assert sample["n_steps"] == inference["n_steps"] == 20
+    assert sample["step_size"] == inference["step_size"]
+    assert "| chain | sample |" in (out / "results.md").read_text()
+
+    fit, out = run_task(occluded_ckpt, "recovery", [*small, "recovery.chain=fit"])
+    assert (fit["chain"], fit["noise"]) == ("fit", False)
+    assert fit["n_steps"] == inference["eval_steps"] == 50
+    assert fit["step_size"] == inference["eval_step_size"]
+    assert "| chain | fit |" in (out / "results.md").read_text()
+    # the noise-free fit of 50 steps matches the observed pixels better than 20 noisy steps
+    assert fit["mse_observed_01"] < sample["mse_observed_01"], (fit, sample)
+
+    with pytest.raises(ValueError, match=r"recovery.chain must be one of \['sample', 'fit'\]"):
+        run_task(occluded_ckpt, "recovery", [*small, "recovery.chain=map"])

@@ -12,7 +12,8 @@ import torch
 
 from lfbm_lightning.metrics.fid import FeatureMoments
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.tasks.common import rank_share, start_latents
+from lfbm_lightning.tasks.common import start_latents
+from lfbm_lightning.tasks.examples import rank_share
 from tests.conftest import run_entry_point
 from tests.tasks.helpers import read_rows
 

@@ -1,7 +1,7 @@
-"""Inception statistics of a model's samples and of its training set (FID in tasks, callbacks).
+"""FID statistics of a data set and of a model's samples (evaluate.py and the FID callback).
 
 FID = ||mu_s - mu_r||^2 + tr(S_s) + tr(S_r) - 2 tr((S_s S_r)^{1/2}) between the Inception
-feature Gaussians of prior samples (s) and of the training images (r, protocols.md: the whole
+feature Gaussians of prior samples (s) and of the training images (r, docs/paper.md: the whole
 training set at native resolution). The reference statistics are computed once per data set
 and cached in ``<stats_dir>/<DataModule>-<hash>-train-<n>-layer<L>.npz``, the hash taken over
 the data set's config without its loader settings and data location (moving the data keeps
@@ -31,7 +31,10 @@ from lfbm_lightning.metrics.fid import (
     resolve_inception_weights,
 )
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.tasks.common import item_seed, relocate, select_examples
+
+# (dataset helpers the tasks share; a leaf module would suit them better)
+from lfbm_lightning.tasks.common import item_seed
+from lfbm_lightning.tasks.examples import relocate, select_examples
 
 LOADER_KEYS = frozenset({"batch_size", "num_workers", "pin_memory", "persistent_workers"})
 """Data set settings that do not change which images a split holds."""
@@ -148,7 +151,7 @@ def training_reference_stats(
         train_set: the training split (items with ``image``).
         stats_dir: directory of the cache files.
         inception: feature settings.
-        n_images: None (protocols.md: every training image) or a random subset of that many
+        n_images: None (docs/paper.md: every training image) or a random subset of that many
             (seed :data:`REFERENCE_SUBSET_SEED`), for quick checks.
     """
     images = select_examples(train_set, n_images, REFERENCE_SUBSET_SEED)
