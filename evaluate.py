@@ -1,6 +1,6 @@
 """Evaluate a trained checkpoint: ``python evaluate.py ckpt_path=PATH task=TASK [key=value] ...``.
 
-Tasks (protocols.md): synthesis (FID), reconstruction (MSE), inpainting, anomaly (AUPRC),
+Tasks (docs/paper.md): synthesis (FID), reconstruction (MSE), inpainting, anomaly (AUPRC),
 recovery (MSE on occluded training images). Outputs land in the Hydra run directory:
 ``metrics.json``, ``results.md``, ``per_example.csv`` and PNG figures.
 

@@ -147,13 +147,3 @@ def save_comparison(
 ) -> Path:
     """Save :func:`comparison_grid` of the streams as a PNG; returns the path."""
     return save_array(comparison_grid(streams, labels, groups), path)
-
-
-def save_images(images: torch.Tensor, path: Path, nrow: int) -> Path:
-    """Save images (N, C, H, W) in [-1, 1] as one PNG grid of ``nrow`` columns."""
-    return save_grid(images, path, nrow=nrow)
-
-
-def save_rows(rows: Sequence[torch.Tensor], path: Path) -> Path:
-    """Save equally long rows of images (each (n, C, H, W) in [-1, 1]) as one PNG grid."""
-    return save_grid(torch.cat(list(rows)), path, nrow=rows[0].shape[0])

@@ -1,4 +1,4 @@
-"""``dataset=X`` alone composes to the paper's setting for X (method.md, protocols.md)."""
+"""``dataset=X`` alone composes to the paper's setting for X (docs/paper.md)."""
 
 from __future__ import annotations
 
@@ -58,13 +58,13 @@ def convt_parameters(latent_dim: int, layers: list[tuple[int, int]]) -> int:
 
 
 def mnist_generator_parameters(d: int) -> int:
-    """method.md's MNIST generator: Linear d->1024 + BN; ->128*7*7 + BN; ConvT 128->64 k2 + BN;
+    """docs/paper.md's MNIST generator: Linear d->1024 + BN; ->128*7*7 + BN; ConvT 128->64 k2 + BN;
     ConvT 64->1 k2 (BN: weight and bias per channel)."""
     linear = d * 1024 + 1024 + 2 * 1024 + 1024 * 6272 + 6272 + 2 * 6272
     return linear + 128 * 64 * 4 + 64 + 2 * 64 + 64 * 1 * 4 + 1
 
 
-# method.md: d, generator table, K, learning rates, epochs; protocols.md: eval steps = 20 * K
+# docs/paper.md: d, generator table, K, learning rates, epochs; docs/paper.md: eval steps = 20 * K
 PAPER = {
     "cifar10": {
         "target": "lfbm_lightning.data.cifar10.CIFAR10DataModule",

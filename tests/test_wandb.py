@@ -209,6 +209,7 @@ def test_train_py_logs_config_metrics_images_and_checkpoints_to_an_offline_run(t
         *TINY,
         "trainer.accelerator=cpu",
         "trainer.log_every_n_steps=1",
+        "callbacks.checkpoint.save_top_k=1",  # the best checkpoint too (opt-in)
     ]
     args += ["logger=csv_wandb", "logger.wandb.mode=online", "logger.wandb.log_model=true"]
     result = subprocess.run(

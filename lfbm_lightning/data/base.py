@@ -1,13 +1,13 @@
 """Shared LightningDataModule plumbing: loaders, seeds, the split contract, occlusion and data
 files.
 
-Occlusion (protocols.md, "Unsupervised recovery") is a setting of every data module,
+Occlusion (docs/paper.md, "Unsupervised recovery") is a setting of every data module,
 ``occlusion`` = None (complete images) or a mapping with the keys of :data:`OCCLUSION_KEYS`:
 
     kind: null | salt_pepper | single_region   (null = complete images)
-    coverage: missing fraction for salt_pepper (64 x 64 with 8 x 8 holes: protocols.md's table)
-    size: hole side for single_region (protocols.md: 20, 30 or 40)
-    hole_size: side of the salt-and-pepper holes (protocols.md: 8)
+    coverage: missing fraction for salt_pepper (64 x 64 with 8 x 8 holes: docs/paper.md's table)
+    size: hole side for single_region (docs/paper.md: 20, 30 or 40)
+    hole_size: side of the salt-and-pepper holes (docs/paper.md: 8)
     seed: mask i of training image i is drawn from (seed, i) alone
 
 On the command line: ``dataset.occlusion.kind=salt_pepper dataset.occlusion.coverage=0.5``.
@@ -105,7 +105,7 @@ class ImageDataModule(pl.LightningDataModule):
     """(channels, image_size) of the data set's images, checked against the config if set."""
 
     evaluation_split: ClassVar[str] = "test"
-    """The split protocols.md evaluates reconstruction on (CelebA: its 'valid' partition); the
+    """The split docs/paper.md evaluates reconstruction on (CelebA: its 'valid' partition); the
     ``val`` split (``val/mse``) is never it."""
 
     def __init__(
@@ -185,7 +185,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     def recovery_dataloader(self) -> DataLoader:
         """The occluded training images in order with their masks, for the recovery evaluation
-        (protocols.md: evaluated on the training images themselves)."""
+        (docs/paper.md: evaluated on the training images themselves)."""
         if self.occlusion is None:
             raise ValueError(
                 "recovery needs occluded training data: set dataset.occlusion.kind "

@@ -1,4 +1,4 @@
-"""CelebA 64 (protocols.md): aligned images, crop box (top 45, left 25, 128 x 128), 64 x 64.
+"""CelebA 64 (docs/paper.md): aligned images, crop box (top 45, left 25, 128 x 128), 64 x 64.
 
 The official partitions of ``list_eval_partition.txt`` are train = 0 (162,770), valid = 1
 (19,867, where the paper evaluates) and test = 2 (19,962). Images are decoded lazily. The data
@@ -30,7 +30,7 @@ DIRECTORY = "celeba"
 IMAGES = "img_align_celeba"
 PARTITION = "list_eval_partition.txt"
 PARTITIONS = {0: "train", 1: "valid", 2: "test"}
-CROP = (45, 25, 128, 128)  # top, left, height, width (protocols.md)
+CROP = (45, 25, 128, 128)  # top, left, height, width (docs/paper.md)
 SIZE = 64
 FILES = DataFiles(
     name="celeba",

@@ -1,4 +1,4 @@
-"""CIFAR-10 (protocols.md): train (50,000) and test (10,000), 32 x 32 colour images.
+"""CIFAR-10 (docs/paper.md): train (50,000) and test (10,000), 32 x 32 colour images.
 
 On disk (torchvision's layout): ``<root>/cifar-10-batches-py/{data_batch_1..5,test_batch}``,
 python pickles of dicts ``{b"data": uint8 (N, 3072), b"labels": [N ints], ...}`` whose rows

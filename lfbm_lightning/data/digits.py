@@ -24,7 +24,7 @@ class DigitsDataModule(ImageDataModule):
     """Digits with a seeded train/val/test split, or the held-out-digit anomaly split.
 
     Without a held-out digit: a seeded permutation cut into ``fractions`` (train, val, test).
-    With ``holdout_digit=k`` (protocols.md): the normal digits are permuted with
+    With ``holdout_digit=k`` (docs/paper.md): the normal digits are permuted with
     ``holdout_seed`` and 80% of them are the training pool, of which ``val_fraction`` is kept
     for validation; the test set is the other 20% plus every image of digit k, label 1 =
     anomaly.

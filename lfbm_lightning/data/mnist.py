@@ -1,4 +1,4 @@
-"""MNIST: the standard train/test split, or the held-out-digit anomaly protocol (protocols.md).
+"""MNIST: the standard train/test split, or the held-out-digit anomaly protocol (docs/paper.md).
 
 Held-out digit k: pool all 70,000 images, drop digit k, permute the rest with seed 42; the first
 80% is the training set; the test set is the other 20% plus every image of digit k, label 1 =

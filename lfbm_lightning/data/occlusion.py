@@ -4,13 +4,13 @@ A mask is float32 (1, H, W) with 1 = observed and 0 = missing, shared by all cha
 is drawn from ``np.random.default_rng([seed, i])`` alone, so any subset can be regenerated and
 every worker or rank sees the same mask for the same image.
 
-Kinds (protocols.md, "Unsupervised recovery"):
+Kinds (docs/paper.md, "Unsupervised recovery"):
     ``salt_pepper``: N random h x h square holes (h = ``hole_size``, 8 in the protocol; smaller
         for small images such as the 8 x 8 digits); N from the target coverage.
     ``single_region``: one square hole of side L at a uniformly random position.
 
 Salt-and-pepper corners are drawn as ``rng.integers(0, H - h)``, i.e. 0..H-h-1 (H - h positions
-per axis; "0..H-8" in protocols.md read as an exclusive ``randint(0, H - 8)``, which is what the
+per axis; "0..H-8" in docs/paper.md read as an exclusive ``randint(0, H - 8)``, which is what the
 table fits; the reference code itself is not available here): with these the table's hole counts
 give their target coverage within 0.6 points on every row, and the expected-coverage formula
 gives back the table's counts within 1 hole up to 80% (266 rather than 250 for 90%, where one
@@ -30,7 +30,7 @@ MASK_KINDS = ("salt_pepper", "single_region")
 HOLE_SIDE = 8
 
 # Number of 8 x 8 holes for each target coverage of a 64 x 64 image: the table of
-# protocols.md ("Unsupervised recovery").
+# docs/paper.md#unsupervised-recovery.
 SALT_PEPPER_HOLES_64 = {
     0.1: 7,
     0.2: 15,

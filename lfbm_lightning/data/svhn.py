@@ -1,4 +1,4 @@
-"""SVHN (protocols.md): train (73,257) and test (26,032) 32 x 32 colour digits; ``extra`` is
+"""SVHN (docs/paper.md): train (73,257) and test (26,032) 32 x 32 colour digits; ``extra`` is
 unused.
 
 On disk: ``<root>/svhn/{train,test}_32x32.mat``, MATLAB files holding ``X`` uint8

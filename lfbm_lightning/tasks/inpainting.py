@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.images import save_rows, with_hole
+from lfbm_lightning.images import save_comparison, with_hole
 from lfbm_lightning.metrics.reconstruction import per_image_mse
 from lfbm_lightning.tasks.base import ExampleTask, mean
 from lfbm_lightning.tasks.common import reconstruct
@@ -122,4 +122,8 @@ class Inpainting(ExampleTask):
         }
 
     def write_figures(self, rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
-        save_rows(self.shown.streams(), self.out_dir / "inpainting.png")
+        streams = self.shown.streams()
+        restarts = [f"restart {r + 1}" for r in range(len(streams) - 2)]
+        save_comparison(
+            streams, ["original", "with hole", *restarts], self.out_dir / "inpainting.png"
+        )

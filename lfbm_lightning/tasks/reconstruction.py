@@ -12,27 +12,18 @@ Options (``conf/task/reconstruction.yaml``, node ``reconstruction``): ``split``,
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from lfbm_lightning.images import save_rows
+from lfbm_lightning.images import save_comparison
 from lfbm_lightning.metrics.reconstruction import per_image_mse
 from lfbm_lightning.tasks.base import ExampleTask, mean
 from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.outputs import FirstImages
 
-GRID_COLUMNS = 8
-
-
-def save_pairs(x: torch.Tensor, x_hat: torch.Tensor, path: Path) -> Path:
-    """Rows of up to 8 originals, each followed by the row of their reconstructions (full rows
-    only)."""
-    columns = min(GRID_COLUMNS, x.shape[0])
-    n = x.shape[0] // columns * columns
-    rows = [images[s : s + columns] for s in range(0, n, columns) for images in (x, x_hat)]
-    return save_rows(rows, path)
+FIGURE_GROUPS = 4
+"""Blocks of (original | reconstruction) columns side by side in reconstructions.png."""
 
 
 class Reconstruction(ExampleTask):
@@ -74,4 +65,9 @@ class Reconstruction(ExampleTask):
         }
 
     def write_figures(self, rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
-        save_pairs(*self.shown.streams(), self.out_dir / "reconstructions.png")
+        save_comparison(
+            self.shown.streams(),
+            ["original", "reconstruction"],
+            self.out_dir / "reconstructions.png",
+            groups=FIGURE_GROUPS,
+        )

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.images import save_rows, with_hole
+from lfbm_lightning.images import save_comparison, with_hole
 from lfbm_lightning.metrics.fid import FeatureMoments, frechet_distance
 from lfbm_lightning.metrics.fid_statistics import (
     InceptionSettings,
@@ -42,6 +42,9 @@ from lfbm_lightning.metrics.reconstruction import per_image_mse
 from lfbm_lightning.tasks.base import ExampleTask
 from lfbm_lightning.tasks.common import chain_settings, item_seed, reconstruct, start_latents
 from lfbm_lightning.tasks.outputs import FirstImages, is_writer
+
+FIGURE_GROUPS = 2
+"""Blocks of (original | occluded | recovered) columns side by side in recovery.png."""
 
 SCORES = ("mse_missing_01", "mse_observed_01", "mse_all_01")
 CHAINS = {
@@ -161,4 +164,9 @@ class Recovery(ExampleTask):
         }
 
     def write_figures(self, rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
-        save_rows(self.shown.streams(), self.out_dir / "recovery.png")
+        save_comparison(
+            self.shown.streams(),
+            ["original", "occluded", "recovered"],
+            self.out_dir / "recovery.png",
+            groups=FIGURE_GROUPS,
+        )

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lfbm_lightning.images import save_images
+from lfbm_lightning.images import save_grid
 from lfbm_lightning.metrics.fid import fidelity_metrics, frechet_distance
 from lfbm_lightning.metrics.fid_statistics import (
     REFERENCE_SUBSET_SEED,
@@ -103,7 +103,7 @@ class Synthesis(Task):
         if is_writer():
             columns = max(1, int(settings.grid_size**0.5))
             images = self.model.sample_images(settings.grid_size)
-            save_images(images, self.out_dir / "samples.png", columns)
+            save_grid(images, self.out_dir / "samples.png", columns)
         results: dict[str, Any] = {}
         if not (settings.fid or settings.kid or settings.isc):
             return results

@@ -165,7 +165,7 @@ def test_mnist_trains_on_all_60000_by_default(mnist_full_root):
     assert np.isin(dm.splits["val"].indices, dm.splits["train"].indices).all()
 
 
-# protocols.md: train / test normal / test anomalies for each held-out digit
+# docs/paper.md: train / test normal / test anomalies for each held-out digit
 HOLDOUT_SIZES = {
     1: (49_698, 12_425, 7_877),
     4: (50_540, 12_636, 6_824),
@@ -341,7 +341,7 @@ def test_occluded_celeba_draws_the_protocol_masks_per_item(celeba_root):
     occlusion = {"kind": "salt_pepper", "coverage": 0.5, "size": 20, "hole_size": 8, "seed": 3}
     dm = celeba(celeba_root.root, occlusion=occlusion)
     dm.setup()
-    assert dm.occlusion.n_holes == 48  # protocols.md: 50% -> 48 holes of 8 x 8
+    assert dm.occlusion.n_holes == 48  # docs/paper.md: 50% -> 48 holes of 8 x 8
     train = dm.splits["train"]
     for i in range(len(train)):
         assert torch.equal(train[i]["mask"], make_mask("salt_pepper", i, 64, 64, 3, 0.5))

@@ -41,11 +41,11 @@ def test_celeba_with_an_empty_data_dir_fails_fast_with_the_fix(tmp_path):
     )
     elapsed = time.monotonic() - start
     assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Data set 'celeba' not found")
     for text in (
-        "DatasetFilesMissing",
         f"data directory {empty.resolve()}",
-        "celeba/list_eval_partition.txt  <- missing",
-        "celeba/img_align_celeba/  <- missing",
+        "celeba/list_eval_partition.txt <- missing",
+        "celeba/img_align_celeba/ <- missing",
         "dataset.download=true",
         "paths.data_dir=",
     ):

@@ -50,7 +50,8 @@ def test_inpainting_keeps_observed_pixels_and_restarts_differ(digits_ckpt, run_t
     mean_hole = sum(r["mse_hole"] for r in rows) / 48
     assert metrics["mse_hole"] == pytest.approx(mean_hole, rel=1e-9)
     # columns = images; rows = original, masked input, 3 restarts (digits enlarged to 32 px)
-    assert grid_shape(out / "inpainting.png", 32) == (5, 6)
+    # 6 examples, columns: original, with hole, 3 restarts
+    assert grid_shape(out / "inpainting.png", labelled=True) == (6, 5)
 
     # fitting z to the observed pixels fills the hole better than the initial prior samples
     unfitted, _ = run_task(digits_ckpt, "inpainting", [*common, "inpainting.n_steps=0"])

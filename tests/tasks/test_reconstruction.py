@@ -49,5 +49,6 @@ def test_reconstruction_task_writes_csv_grid_and_image_averaged_mse(digits_ckpt,
     variance = x.var(dim=0).mean().item()
     assert 0 < metrics["mse"] < 0.5 * variance, (metrics["mse"], variance)
     # 16 pairs -> 2 x (originals row, reconstructions row) of 8, each digit enlarged to 32 px
-    assert grid_shape(out / "reconstructions.png", 32) == (4, 8)
+    # 16 examples in 4 blocks of (original | reconstruction) columns
+    assert grid_shape(out / "reconstructions.png", labelled=True) == (4, 8)
     assert "| mse | " in (out / "results.md").read_text()

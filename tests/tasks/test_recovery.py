@@ -26,7 +26,8 @@ def test_recovery_scores_missing_observed_and_all_pixels(occluded_ckpt, run_task
         assert metrics[name] == pytest.approx(sum(r[name] for r in rows) / 40, rel=1e-9)
     # the model fits what it sees better than what it must guess
     assert 0 < metrics["mse_observed_01"] < metrics["mse_missing_01"], metrics
-    assert grid_shape(out / "recovery.png", 32) == (3, 5)  # original / occluded / recovered
+    # 5 examples in 2 blocks of (original | occluded | recovered) columns
+    assert grid_shape(out / "recovery.png", labelled=True) == (3, 6)
 
 
 @pytest.mark.slow
