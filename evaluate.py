@@ -1,30 +1,20 @@
 """Evaluate a trained checkpoint: ``python evaluate.py ckpt_path=PATH task=TASK [key=value] ...``.
 
-Tasks (docs/paper.md): synthesis (FID), reconstruction (MSE), inpainting, anomaly (AUPRC),
-recovery (MSE on occluded training images). Outputs land in the Hydra run directory:
+The same command as ``lfbm-evaluate`` (:func:`lfbm_lightning.commands.evaluate_command`),
+runnable from a checkout. ``python evaluate.py --help`` lists the tasks and their options
+(docs/paper.md#evaluation-protocols). Outputs land in the Hydra run directory:
 ``metrics.json``, ``results.md``, ``per_example.csv`` and PNG figures.
 
 Examples:
     python evaluate.py ckpt_path=outputs/runs/DAY/TIME/checkpoints/last.ckpt task=reconstruction
     python evaluate.py ckpt_path=... task=anomaly anomaly.n_steps=100
+    python evaluate.py ckpt_path=RUN/checkpoints/ task=anomaly    # mean +/- sd over epochs
     python evaluate.py ckpt_path=... task=synthesis metrics.inception_weights=/path/weights.pth
-    python evaluate.py ckpt_path=... task=inpainting inpainting.box=[2,2,4,4]
-    python evaluate.py ckpt_path=... task=recovery paths.data_dir=/data/moved/here
+    python evaluate.py ckpt_path=... task=recovery recovery.chain=fit
     python evaluate.py ckpt_path=... task=reconstruction devices=4   # 4 GPUs share the work
 """
 
-import hydra
-from omegaconf import DictConfig
-
-from lfbm_lightning.cli import report_errors
-from lfbm_lightning.evaluation import evaluate
-
-
-@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
-@report_errors  # project/config errors: one line on stderr, exit 2 (config) or 1
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
-
+from lfbm_lightning.commands import evaluate_command
 
 if __name__ == "__main__":
-    main()
+    evaluate_command()

@@ -1,5 +1,8 @@
 """Train a latent-prior generator model: ``python train.py [group=option] [key=value] ...``.
 
+The same command as ``lfbm-train`` (:func:`lfbm_lightning.commands.train_command`), runnable
+from a checkout. ``python train.py --help`` lists the config groups and common commands.
+
 Examples:
     python train.py                                   # flow prior on embedded digits, CPU
     python train.py prior=gaussian trainer.max_epochs=3
@@ -10,20 +13,7 @@ Examples:
     python train.py -m hparams_search=digits_optuna   # an Optuna search on digits
 """
 
-import hydra
-from omegaconf import DictConfig
-
-from lfbm_lightning.cli import report_errors
-from lfbm_lightning.training import train
-
-
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
-@report_errors  # project/config errors: one line on stderr, exit 2 (config) or 1
-def main(cfg: DictConfig) -> float | None:
-    _, metrics = train(cfg)
-    # a sweeper (hparams_search=...) optimises the value returned here
-    return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
-
+from lfbm_lightning.commands import train_command
 
 if __name__ == "__main__":
-    main()
+    train_command()

@@ -60,7 +60,8 @@ sys.path.insert(0, str(REPO))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from lfbm_lightning.inference.langevin import langevin  # noqa: E402
+from lfbm_lightning import CONF_DIR  # noqa: E402
+from lfbm_lightning.langevin import langevin  # noqa: E402
 from lfbm_lightning.models import LatentPriorModel  # noqa: E402
 from lfbm_lightning.models.energy import posterior_energy_fn, reconstruction_energy  # noqa: E402
 
@@ -89,7 +90,7 @@ of ``latent_decoder`` and the frozen parameters of ``langevin``."""
 # ----------------------------------------------------------------------------- setup
 def run_config(setting: str, overrides: list[str] = ()) -> dict[str, Any]:
     """The resolved training config of ``dataset=<setting>`` (the paper's settings)."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[f"dataset={setting}", "paths.output_dir=/tmp/lfbm_bench", *overrides],

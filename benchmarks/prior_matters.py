@@ -40,6 +40,7 @@ from hydra import compose, initialize_config_dir
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lfbm_lightning import CONF_DIR
 from lfbm_lightning.data.synthetic import SyntheticDataModule
 from lfbm_lightning.evaluation import build_datamodule, evaluate, load_model
 from lfbm_lightning.images import to_grid
@@ -100,7 +101,7 @@ def model_images(model: LatentPriorModel, n: int, seed: int) -> torch.Tensor:
 
 def score_run(ckpt: Path, out: Path, reference: torch.Tensor, bandwidth: float) -> dict:
     """log p(x) (evaluate.py task=likelihood on the test split) and MMD^2 of one checkpoint."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "evaluate",
             [f"ckpt_path={ckpt}", "task=likelihood", f"paths.output_dir={out}", *LIKELIHOOD],

@@ -47,6 +47,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from lfbm_lightning import CONF_DIR  # noqa: E402
 from lfbm_lightning.metrics.anomaly import auprc  # noqa: E402
 from lfbm_lightning.models import LatentPriorModel  # noqa: E402
 from lfbm_lightning.models.energy import reconstruction_energy  # noqa: E402
@@ -69,7 +70,7 @@ def run_config(overrides: list[str], epochs: int, seed: int, holdout: int | None
     extra = [f"trainer.max_epochs={epochs}", f"seed={seed}"]
     if holdout is not None:
         extra.append(f"dataset.holdout_digit={holdout}")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "train",
             overrides=["dataset=digits", "paths.output_dir=/tmp/lfbm_ttq", *overrides, *extra],

@@ -25,7 +25,7 @@ from lfbm_lightning.training import train
 HELP_FLAGS = ("--help", "-h")
 
 
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 @report_errors
 def _train(cfg: DictConfig) -> float | None:
     _, metrics = train(cfg)
@@ -33,7 +33,7 @@ def _train(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
 
 
-@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
 @report_errors
 def _evaluate(cfg: DictConfig) -> None:
     evaluate(cfg)

@@ -36,6 +36,7 @@ from hydra.utils import get_class, instantiate
 from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 
+from lfbm_lightning import CONF_DIR
 from lfbm_lightning.checkpoints import load_model
 from lfbm_lightning.data.base import ImageDataModule
 from lfbm_lightning.distributed import ddp_job_scope, rank_and_world_size
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 INCEPTION_KEYS = ("fid", "kid", "isc")
 """Task settings that need the Inception network."""
 
-TASK_DIR = Path(__file__).resolve().parents[1] / "conf" / "task"
+TASK_DIR = CONF_DIR / "task"
 """The task config group: one ``<name>.yaml`` per task."""
 
 CHECKPOINT_PATTERN = "epoch-*.ckpt"

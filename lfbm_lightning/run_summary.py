@@ -48,7 +48,8 @@ def run_summary(
         per_epoch: {metric: {0-based epoch: value}} (from ``csv/metrics.csv``).
         checkpoint: the path of ``last.ckpt``.
     """
-    lines = [f"Run {status} in {format_duration(wall_seconds)} ({epochs} epochs)."]
+    unit = "epoch" if epochs == 1 else "epochs"
+    lines = [f"Run {status} in {format_duration(wall_seconds)} ({epochs} {unit})."]
     monitored = per_epoch.get(MONITORED, {})
     if monitored:
         last = max(monitored)

@@ -12,6 +12,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from lfbm_lightning import CONF_DIR
+
 # The test models are tiny: one thread per process is as fast as two on an idle 2-core machine
 # and up to 17x faster on a busy one (OpenMP threads spinning against each other), and DDP
 # tests run two processes. Subprocesses (train.py, evaluate.py) inherit the variable.
@@ -19,7 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = CONF_DIR
 
 # Small settings that keep an end-to-end run on digits to seconds.
 TINY = [

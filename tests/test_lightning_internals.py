@@ -32,6 +32,6 @@ def test_launchers_build_child_commands_through_the_replaceable_hook(module):
 def test_wandb_logger_keeps_its_init_kwargs_and_lazy_experiment():
     logger = WandbLogger(offline=True, project="internals-check", save_dir="/nonexistent")
     assert logger._experiment is None  # nothing started before .experiment is read
-    # the kwargs later handed to wandb.init (tracking.py sets their "mode" before that)
+    # the kwargs later handed to wandb.init (wandb_logging.py sets their "mode" before that)
     assert isinstance(logger._wandb_init, dict)
     assert logger._wandb_init["project"] == "internals-check"

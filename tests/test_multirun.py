@@ -9,8 +9,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from lfbm_lightning.gather import format_cell
-from lfbm_lightning.gather import main as gather_main
+from lfbm_lightning.sweep_table import format_cell
+from lfbm_lightning.sweep_table import main as gather_main
 from tests.conftest import CONF, TINY, run_entry_point
 from tests.test_wandb import wandb_records
 

@@ -1,4 +1,4 @@
-"""conf/trainer/default.yaml lists every Trainer argument, so none needs '+' to be set."""
+"""The trainer config lists every Trainer argument, so none needs "+" to be set."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import pytest
 import pytorch_lightning as pl
 import yaml
 
+from lfbm_lightning import CONF_DIR
+
 REPO = Path(__file__).resolve().parents[1]
 NOT_IN_CONFIG = {"self", "logger", "callbacks", "plugins"}  # groups / training.py set these
 
 
 def test_every_trainer_argument_is_in_the_trainer_config():
-    listed = set(yaml.safe_load((REPO / "conf/trainer/default.yaml").read_text()))
+    listed = set(yaml.safe_load((CONF_DIR / "trainer" / "default.yaml").read_text()))
     arguments = set(inspect.signature(pl.Trainer.__init__).parameters) - NOT_IN_CONFIG
     assert arguments - listed == set(), "add these to conf/trainer/default.yaml"
     assert listed - arguments == {"_target_"}, "not Trainer arguments"

@@ -12,9 +12,8 @@ import torch
 
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference.base import LatentModel, PosteriorInference, TrainingLatents
-from lfbm_lightning.langevin import langevin  # the kernel, also importable from here
 
-__all__ = ["LangevinInference", "langevin"]
+__all__ = ["LangevinInference"]
 
 
 class LangevinInference(PosteriorInference):

@@ -1,0 +1,56 @@
+"""The commands ``lfbm-train`` and ``lfbm-evaluate`` (``python train.py`` / ``evaluate.py``
+from a checkout run the same functions).
+
+Each is a Hydra application over the configs shipped inside the package
+(``lfbm_lightning/conf``), so it works from any directory after ``pip install``. ``--help``
+prints the command's own page (:mod:`lfbm_lightning.help`); project and config errors become
+one line and an exit status (:func:`lfbm_lightning.cli.report_errors`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from lfbm_lightning import CONF_DIR
+from lfbm_lightning.cli import report_errors
+from lfbm_lightning.evaluation import evaluate
+from lfbm_lightning.help import evaluate_help, train_help
+from lfbm_lightning.training import train
+
+HELP_FLAGS = ("--help", "-h")
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+@report_errors
+def _train(cfg: DictConfig) -> float | None:
+    _, metrics = train(cfg)
+    # a sweeper (hparams_search=...) optimises the value returned here
+    return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
+@report_errors
+def _evaluate(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+def _run(app: Callable[[], object], page: Callable[[Path], str]) -> None:
+    if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
+        print(page(CONF_DIR))
+        return
+    app()
+
+
+def train_command() -> None:
+    """``lfbm-train [group=option ...] [key=value ...]``: train (``--help`` for the page)."""
+    _run(_train, train_help)
+
+
+def evaluate_command() -> None:
+    """``lfbm-evaluate ckpt_path=... task=...``: evaluate a checkpoint (``--help``)."""
+    _run(_evaluate, evaluate_help)

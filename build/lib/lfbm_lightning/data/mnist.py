@@ -1,0 +1,189 @@
+"""MNIST: the standard train/test split, or the held-out-digit anomaly protocol (docs/paper.md).
+
+Held-out digit k: pool all 70,000 images, drop digit k, permute the rest with seed 42; the first
+80% is the training set; the test set is the other 20% plus every image of digit k, label 1 =
+anomaly. In both, ``val`` is drawn from the training set (``val_size`` images that stay in
+training, or a carved ``val_fraction``; :mod:`lfbm_lightning.data.splits`).
+
+On disk (torchvision's layout): ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``
+(each may be gzipped, name + '.gz'): idx files, a big-endian int32 magic (2051 images, 2049
+labels) and dims, then the uint8 values.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+from torchvision import datasets as tv_datasets
+
+from lfbm_lightning.data.in_memory import TrainTestDataModule, UInt8ImageDataset
+from lfbm_lightning.data.readers import DataFiles, check_choice
+from lfbm_lightning.data.splits import holdout_digit_split, train_val_rows
+
+DIRECTORY = "MNIST/raw"
+SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IMAGES_MAGIC = 2051
+LABELS_MAGIC = 2049
+FILES = DataFiles(
+    name="mnist",
+    expected=tuple(f"{DIRECTORY}/{f}" for files in SPLITS.values() for f in files),
+    source="https://yann.lecun.com/exdb/mnist/",
+    gz_ok=True,
+)
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Parse one idx file (plain or gzipped): big-endian int32 magic and dims, then uint8 data.
+
+    Returns:
+        uint8 array of the dims in the header, e.g. (N, 28, 28) for images, (N,) for labels.
+
+    Raises:
+        DataError: naming the file, if it cannot be decompressed, is shorter than its header
+            or its dims, or has another magic number.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as error:  # a broken gzip stream
+        raise FILES.bad_file(path, f"cannot be decompressed ({error})") from None
+    ndim = magic & 0xFF
+    header = 4 * (1 + ndim)
+    if len(raw) < header:
+        raise FILES.bad_file(path, f"is truncated: {len(raw)} bytes, the header needs {header}")
+    found = int(np.frombuffer(raw, dtype=">i4", count=1)[0])
+    if found != magic:
+        raise FILES.bad_file(path, f"is not an idx file with magic {magic} (found {found})")
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(np.int64)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
+    if data.size != int(np.prod(dims)):
+        raise FILES.bad_file(
+            path, f"is truncated: header says {tuple(dims)} but holds {data.size} values"
+        )
+    return data.reshape(tuple(dims))
+
+
+def read_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read MNIST from its idx files.
+
+    Args:
+        root: data directory holding ``MNIST/raw/``.
+        split: 'train' (60,000), 'test' (10,000) or 'all' (the 70,000 pooled, train first).
+
+    Returns:
+        images uint8 (N, 1, 28, 28) and labels int64 (N,).
+
+    Raises:
+        DataError: naming the file that is broken, or the label file whose count differs from
+            its image file's.
+    """
+    check_choice(split, [*SPLITS, "all"], "MNIST split")
+    FILES.check(root)
+    parts = list(SPLITS) if split == "all" else [split]
+    images, labels = [], []
+    for part in parts:
+        image_path, label_path = (FILES.path(root, f"{DIRECTORY}/{f}") for f in SPLITS[part])
+        images.append(read_idx(image_path, IMAGES_MAGIC)[:, None])
+        labels.append(read_idx(label_path, LABELS_MAGIC))
+        if len(labels[-1]) != len(images[-1]):
+            raise FILES.bad_file(
+                label_path,
+                f"holds {len(labels[-1])} labels for the {len(images[-1])} images of "
+                f"{image_path.name}",
+            )
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
+
+
+def download(root: str | Path) -> None:
+    """Fetch MNIST into ``root/MNIST/raw`` with torchvision's downloader (needs network), then
+    check that every expected file is there."""
+    for train in (True, False):
+        tv_datasets.MNIST(str(Path(root).expanduser()), train=train, download=True)
+    FILES.check(root)
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    """An idx file's content: big-endian int32 magic and dims, then the uint8 values."""
+    header = struct.pack(f">{1 + array.ndim}i", magic, *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_toy_files(
+    root: str | Path, gz: bool = False
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Write a tiny MNIST in the real format under ``root`` (for tests): 4 training and 3 test
+    random images, as plain idx files or (``gz``) gzipped ones.
+
+    Returns:
+        split -> (images uint8 (N, 1, 28, 28), labels int64 (N,)) as written.
+    """
+    rng = np.random.default_rng(2)
+    folder = Path(root) / DIRECTORY
+    folder.mkdir(parents=True)
+    written = {}
+    for split, n in (("train", 4), ("test", 3)):
+        images = rng.integers(0, 256, size=(n, 1, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n).astype(np.int64)
+        image_file, label_file = SPLITS[split]
+        for file, data in (
+            (image_file, idx_bytes(images[:, 0], IMAGES_MAGIC)),
+            (label_file, idx_bytes(labels, LABELS_MAGIC)),
+        ):
+            if gz:
+                (folder / f"{file}.gz").write_bytes(gzip.compress(data))
+            else:
+                (folder / file).write_bytes(data)
+        written[split] = (images, labels)
+    return written
+
+
+class MNISTDataModule(TrainTestDataModule):
+    """MNIST 28 x 28 grey digits in [-1, 1] from ``<root>/MNIST/raw``.
+
+    Args:
+        holdout_digit: None (standard split: train 60,000, test 10,000, labels = digits) or the
+            anomalous digit 0..9 (labels of the test set: 1 = anomaly).
+        holdout_seed: permutation seed of the held-out-digit protocol (42 in the reference).
+        **kwargs: see :class:`TrainTestDataModule`; ``channels`` and ``image_size`` must be 1
+            and 28.
+    """
+
+    files = FILES
+    image_shape = (1, 28)
+
+    def __init__(
+        self, holdout_digit: int | None = None, holdout_seed: int = 42, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if holdout_digit is not None and not 0 <= int(holdout_digit) <= 9:
+            raise ValueError(f"dataset.holdout_digit must be in 0..9, got {holdout_digit}")
+        self.holdout_digit = holdout_digit
+        self.holdout_seed = holdout_seed
+
+    def fetch(self) -> None:
+        download(self.root)
+
+    def read(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return read_mnist(self.root, split)
+
+    def build_splits(self) -> dict[str, Dataset]:
+        if self.holdout_digit is None:
+            return super().build_splits()
+        images, labels = self.read("all")
+        split = holdout_digit_split(labels, self.holdout_digit, self.holdout_seed)
+        train, val = train_val_rows(split.train, self.val_size, self.val_fraction, self.seed)
+        return {
+            "train": UInt8ImageDataset(images, labels[train], train),
+            "val": UInt8ImageDataset(images, labels[val], val),
+            "test": UInt8ImageDataset(images, split.test_is_anomaly, split.test),
+        }

@@ -1,0 +1,122 @@
+"""Seeded index splits: the validation subset, the held-out-digit anomaly protocol.
+
+Validation (:func:`train_val_rows`). The paper trains on the whole training split, so by
+default every training image stays in training and ``val`` (what ``val/mse`` and the image
+grids use) is a fixed subset of ``val_size`` of those same training images, drawn with the
+data module's seed: it monitors the fit, never the split the paper evaluates on. Setting
+``dataset.val_fraction`` instead carves that share out of training (not in the paper).
+
+Held-out-digit protocol (Zenati et al. 2018, followed by MEG and LEBM): pool every image, remove
+the held-out digit, permute the rest with a fixed seed; the first ``train_fraction`` is the
+training set (normal digits only); the test set is the remainder plus every image of the
+held-out digit, with label 1 = anomaly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lfbm_lightning.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """Indices into the pooled data set.
+
+    Attributes:
+        train: indices of normal training images.
+        test: indices of test images (normal remainder first, then all held-out images).
+        test_is_anomaly: 1 where ``test`` points at a held-out-digit image, else 0.
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    test_is_anomaly: np.ndarray
+
+
+def holdout_digit_split(
+    labels: np.ndarray, holdout_digit: int, seed: int = 42, train_fraction: float = 0.8
+) -> HoldoutSplit:
+    """Split pooled data by the held-out-digit protocol.
+
+    Args:
+        labels: class label of every pooled image, shape (N,).
+        holdout_digit: the anomalous class, 0..9.
+        seed: seed of the permutation of the normal images (42 in the reference code).
+        train_fraction: share of the normal images used for training.
+    """
+    if not 0 <= int(holdout_digit) <= 9:
+        raise ValueError(f"dataset.holdout_digit must be in 0..9, got {holdout_digit}")
+    labels = np.asarray(labels)
+    normal = np.flatnonzero(labels != holdout_digit)
+    anomalous = np.flatnonzero(labels == holdout_digit)
+    normal = normal[np.random.RandomState(seed).permutation(len(normal))]
+    n_train = int(len(normal) * train_fraction)
+    test = np.concatenate([normal[n_train:], anomalous])
+    is_anomaly = np.concatenate(
+        [np.zeros(len(normal) - n_train, dtype=np.int64), np.ones(len(anomalous), dtype=np.int64)]
+    )
+    return HoldoutSplit(train=normal[:n_train], test=test, test_is_anomaly=is_anomaly)
+
+
+def random_split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Permute range(n) with ``seed`` and cut it into consecutive parts of the given fractions.
+
+    The last part takes the remainder, so the parts always cover range(n) exactly once.
+    """
+    order = np.random.RandomState(seed).permutation(n)
+    cuts = np.cumsum([int(round(f * n)) for f in fractions[:-1]])
+    return np.split(order, cuts)
+
+
+def carve_validation(
+    indices: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out a seeded ``fraction`` of ``indices`` for validation.
+
+    Args:
+        indices: (N,) the training pool.
+        fraction: share for validation, rounded to a count that must leave both parts non-empty.
+        seed: seed of the choice.
+
+    Returns:
+        (train, val): train keeps the pool's order; val in the seeded random order.
+    """
+    indices = np.asarray(indices)
+    n_val = int(round(fraction * len(indices)))
+    if not 0 < n_val < len(indices):
+        raise ConfigError(
+            f"dataset.val_fraction={fraction} holds out {n_val} of {len(indices)} training "
+            "images: both the training and the validation part must be non-empty"
+        )
+    chosen = np.random.RandomState(seed).permutation(len(indices))[:n_val]
+    keep = np.ones(len(indices), dtype=bool)
+    keep[chosen] = False
+    return indices[keep], indices[chosen]
+
+
+def train_val_rows(
+    indices: np.ndarray, val_size: int, val_fraction: float | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows and the validation rows of a training pool (module docstring).
+
+    Args:
+        indices: (N,) the training pool.
+        val_size: with ``val_fraction`` None, validation = min(val_size, N) rows of the pool,
+            drawn with ``seed`` (the first ones of the permutation :func:`carve_validation`
+            draws, so both choose the same images for the same count); training = all N.
+        val_fraction: None, or the share carved out of training (:func:`carve_validation`).
+        seed: seed of the choice.
+
+    Returns:
+        (train, val): train in the pool's order; val in the seeded random order.
+    """
+    indices = np.asarray(indices)
+    if val_fraction is not None:
+        return carve_validation(indices, val_fraction, seed)
+    if val_size < 1:
+        raise ConfigError(f"dataset.val_size must be >= 1, got {val_size}")
+    chosen = np.random.RandomState(seed).permutation(len(indices))[:val_size]
+    return indices, indices[chosen]

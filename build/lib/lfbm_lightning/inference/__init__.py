@@ -1,0 +1,32 @@
+"""Posterior inference methods behind one interface (:class:`PosteriorInference`), the
+amortised encoder, importance sampling, and the Langevin kernel's functions."""
+
+from lfbm_lightning.inference.amortized import (
+    AmortizedInference,
+    ConvEncoder,
+    ElboResult,
+    amortized_elbo,
+)
+from lfbm_lightning.inference.base import (
+    LatentModel,
+    PosteriorInference,
+    TrainingLatents,
+    seeded_normal,
+)
+from lfbm_lightning.inference.langevin import LangevinInference
+from lfbm_lightning.langevin import LangevinResult, energy_grad, langevin
+
+__all__ = [
+    "AmortizedInference",
+    "ConvEncoder",
+    "ElboResult",
+    "LangevinInference",
+    "LangevinResult",
+    "LatentModel",
+    "PosteriorInference",
+    "TrainingLatents",
+    "amortized_elbo",
+    "energy_grad",
+    "langevin",
+    "seeded_normal",
+]

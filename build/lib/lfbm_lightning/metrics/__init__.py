@@ -1,0 +1,34 @@
+"""Evaluation metrics: FID (torch-fidelity Inception-v3), anomaly AUPRC, reconstruction MSE."""
+
+from lfbm_lightning.metrics.anomaly import anomaly_report, auprc, average_precision, chance_level
+from lfbm_lightning.metrics.fid import (
+    FeatureStats,
+    InceptionWeightsMissing,
+    compute_feature_stats,
+    fidelity_metrics,
+    frechet_distance,
+    load_stats,
+    reference_stats,
+    resolve_inception_weights,
+    save_stats,
+    to_uint8_rgb,
+)
+from lfbm_lightning.metrics.reconstruction import per_image_mse
+
+__all__ = [
+    "FeatureStats",
+    "InceptionWeightsMissing",
+    "anomaly_report",
+    "auprc",
+    "average_precision",
+    "chance_level",
+    "compute_feature_stats",
+    "fidelity_metrics",
+    "frechet_distance",
+    "load_stats",
+    "per_image_mse",
+    "reference_stats",
+    "resolve_inception_weights",
+    "save_stats",
+    "to_uint8_rgb",
+]

@@ -1,0 +1,91 @@
+"""Which examples a task scores, in which batches, on which rank, and how the rows come back.
+
+Images are (B, C, H, W) in [-1, 1] and masks (B, 1, H, W) with 1 = observed, as in
+:mod:`lfbm_lightning.data.datasets`; every item also carries its ``index`` in the split.
+
+**Several ranks** (``evaluate.py devices=N``, :mod:`lfbm_lightning.distributed`): each rank
+takes its share of the examples (:func:`rank_share`), scores them, and :func:`all_rows` brings
+every rank's per-example rows to every rank, in example order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.distributed import gather_lists, shard_indices
+from lfbm_lightning.errors import ConfigError
+
+
+def relocate(value: Any, old_dir: str, new_dir: str) -> Any:
+    """``value`` with every string path under ``old_dir`` moved under ``new_dir``, recursively
+    through mappings and lists (e.g. a data set config after its data moved)."""
+    if isinstance(value, Mapping):
+        return {k: relocate(v, old_dir, new_dir) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [relocate(v, old_dir, new_dir) for v in value]
+    old = old_dir.rstrip("/")
+    if isinstance(value, str) and old and (value + "/").startswith(old + "/"):
+        return new_dir.rstrip("/") + value[len(old) :]
+    return value
+
+
+def select_examples(dataset: Dataset, n_examples: int | None, seed: int) -> Dataset:
+    """The whole dataset, or ``n_examples`` items drawn at random with ``seed``.
+
+    The subset keeps the items' order (and their ``index`` field, the position in the split),
+    and a random draw keeps both classes of an anomaly test set, whose anomalies come last.
+    """
+    if n_examples is None or n_examples >= len(dataset):
+        return dataset
+    if n_examples < 1:
+        raise ConfigError(f"n_examples must be null or an integer >= 1, got {n_examples}")
+    chosen = np.random.RandomState(seed).choice(len(dataset), n_examples, replace=False)
+    return Subset(dataset, np.sort(chosen).tolist())
+
+
+def split_examples(
+    datamodule: ImageDataModule, split: str, n_examples: int | None, seed: int
+) -> Dataset:
+    """Items of ``datamodule.splits[split]``, subsampled as :func:`select_examples` does."""
+    if split not in datamodule.splits:
+        raise ConfigError(f"split must be one of {sorted(datamodule.splits)}, got {split!r}")
+    return select_examples(datamodule.splits[split], n_examples, seed)
+
+
+def rank_share(dataset: Dataset) -> Dataset:
+    """This rank's examples: items ``rank, rank + W, ...`` of ``dataset`` (all of them in one
+    process), in order."""
+    indices = shard_indices(len(dataset))
+    return dataset if len(indices) == len(dataset) else Subset(dataset, list(indices))
+
+
+def all_rows(rows: Sequence[dict[str, Any]], key: Sequence[str] = ("index",)) -> list[dict]:
+    """Every rank's per-example rows, on every rank, sorted by ``key`` (example order)."""
+    return sorted(gather_lists(rows), key=lambda row: tuple(row[k] for k in key))
+
+
+def example_loader(datamodule: ImageDataModule, dataset: Dataset, cfg: DictConfig) -> DataLoader:
+    """In-order batches of ``cfg.batch_size`` items (null: the data module's batch size)."""
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size or datamodule.batch_size,
+        shuffle=False,
+        num_workers=datamodule.num_workers,
+        pin_memory=datamodule.pin_memory,
+    )
+
+
+def device_batches(
+    loader: DataLoader, device: torch.device, desc: str, progress: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield the loader's batch dicts with every tensor on ``device``, under a tqdm bar."""
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        yield {key: value.to(device, non_blocking=True) for key, value in batch.items()}

@@ -1,0 +1,293 @@
+"""Held-out log-likelihood log p(x) by importance sampling, for every prior.
+
+The model's marginal likelihood, with the Gaussian observation model written out in full,
+
+    log p(x) = log E_{z ~ p(z)}[N(x; g(z), sigma^2 I_D)],
+    log N(x; g(z), sigma^2 I) = -|x - g(z)|^2 / (2 sigma^2) - (D / 2) log(2 pi sigma^2),
+
+is estimated per image with K importance samples (:mod:`lfbm_lightning.inference.importance`)
+from a proposal built around the posterior:
+
+1. M Langevin chains per image on E(z) = -log p(x, z) + const (noise off by default: gradient
+   descent to posterior modes), started from N(0, I); a model with an encoder starts its first
+   chain at the encoder's mean;
+2. at every endpoint z_m the Gauss-Newton precision J^T J / sigma^2 + I of the posterior;
+3. q(z | x) = a mixture of one multivariate Student-t per endpoint (scale = inflation^2 x the
+   Laplace covariance, ``df`` degrees of freedom) plus a defensive N(0, I) of weight a.
+
+Several chains from random starts put components on every posterior mode they find; the
+heavy tails, the inflation and the defensive component keep the weights bounded. Whatever the
+proposal, E[log p_K(x)] <= log p(x) (a stochastic lower bound, tight as K grows); the ESS and
+the Monte-Carlo standard error per image say how close.
+
+Energy-based prior p(z) = exp(-E_a(z)) N(z; 0, I) / Z: its ``log_prob`` lacks -log Z, so
+log Z = log E_{N(0, I)}[exp(-E_a(z))] is estimated by Monte Carlo (``log_z_samples`` draws)
+and subtracted; the result is labelled as resting on an estimate (its standard error is
+reported, and E[log Z_n] <= log Z slightly favours the EBM). When that standard error exceeds
+``max_log_z_se``, log p(x) is reported as unavailable (None) instead.
+
+Units: nats per image, and bits per dimension bpd = -log p(x) / (D ln 2), a density of the
+continuous images on the [-1, 1] scale, without dequantisation (so not comparable with the
+bpd of discrete 8-bit data). Means over images come with their standard error over images.
+
+Options (``conf/task/likelihood.yaml``, node ``likelihood``): ``split``, ``n_examples``,
+``n_samples``, ``n_chains``, ``n_steps``, ``step_size``, ``noise``, ``inflation``, ``df``,
+``defensive_weight``, ``chunk``, ``log_z_samples``, ``max_log_z_se``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from lfbm_lightning.densities import gaussian_log_likelihood
+from lfbm_lightning.distributed import rank_and_world_size
+from lfbm_lightning.inference.importance import (
+    ImportanceEstimate,
+    LogNormalizer,
+    StudentTMixture,
+    gauss_newton_precision,
+    importance_estimate,
+    importance_log_weights,
+    tilt_log_normalizer,
+)
+from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.tasks.base import ExampleTask
+from lfbm_lightning.tasks.common import item_seed
+
+BPD_NOTE = (
+    "bpd = -log p(x) / (D ln 2): density of the continuous images on the [-1, 1] scale, "
+    "no dequantisation"
+)
+
+
+def prior_log_normalizer(
+    model: LatentPriorModel, settings: DictConfig, rng: torch.Generator
+) -> LogNormalizer | None:
+    """None for a normalised prior; for an energy-based one, the Monte-Carlo log Z."""
+    if model.prior.normalized:
+        return None
+    return tilt_log_normalizer(
+        model.prior.energy,
+        model.latent_dim,
+        int(settings.log_z_samples),
+        rng=rng,
+        device=model.device,
+    )
+
+
+def proposal_chain(model: LatentPriorModel, settings: DictConfig) -> tuple[int, float]:
+    """Steps and step size of the proposal's chains: ``likelihood.n_steps`` / ``step_size``,
+    null falling back to the checkpoint's full evaluation chain, ``inference.eval_steps`` and
+    ``eval_step_size`` (also for amortised models: chains from N(0, I) need the full length)."""
+    n_steps = settings.n_steps
+    step_size = settings.step_size
+    return (
+        int(model.inference_cfg["eval_steps"] if n_steps is None else n_steps),
+        float(model.inference_cfg["eval_step_size"] if step_size is None else step_size),
+    )
+
+
+def posterior_proposal(
+    model: LatentPriorModel, x: torch.Tensor, settings: DictConfig, rng: torch.Generator
+) -> StudentTMixture:
+    """The mixture proposal q(z | x) of images x (B, C, H, W) (module docstring, steps 1-3)."""
+    b, m, d = x.shape[0], int(settings.n_chains), model.latent_dim
+    n_steps, step_size = proposal_chain(model, settings)
+    z0 = torch.randn(b, m, d, generator=rng, device=x.device)
+    if model.encoder is not None:
+        with torch.no_grad():
+            z0[:, 0] = model.encode(x)[0]
+    x_rep = x.repeat_interleave(m, dim=0)
+    chains = model.infer(
+        x_rep,
+        n_steps=n_steps,
+        step_size=step_size,
+        noise=bool(settings.noise),
+        z0=z0.flatten(0, 1),
+    )
+    if not torch.isfinite(chains.z).all():
+        raise FloatingPointError(
+            "posterior chains diverged: lower likelihood.step_size (or inference.eval_step_size)"
+        )
+    precision = gauss_newton_precision(model.generator, chains.z, model.sigma)
+    return StudentTMixture.from_precision(
+        chains.z.view(b, m, d),
+        precision.view(b, m, d, d),
+        inflation=float(settings.inflation),
+        df=None if settings.df is None else int(settings.df),
+        defensive_weight=float(settings.defensive_weight),
+    )
+
+
+def image_log_likelihood(
+    model: LatentPriorModel,
+    x: torch.Tensor,
+    settings: DictConfig,
+    rng: torch.Generator,
+    log_z: float = 0.0,
+) -> ImportanceEstimate:
+    """Importance-sampled log p(x) of images x (B, C, H, W), in nats.
+
+    log w = log N(x; g(z), sigma^2 I) + log p(z) - log_z - log q(z | x), K = ``n_samples``.
+    """
+    proposal = posterior_proposal(model, x, settings, rng)
+    x_flat = x.flatten(1).unsqueeze(1)  # (B, 1, D)
+
+    def log_joint(z: torch.Tensor) -> torch.Tensor:
+        b, k, d = z.shape
+        decoded = model.generator(z.reshape(b * k, d)).reshape(b, k, -1)
+        log_prior = model.prior.log_prob(z.reshape(b * k, d)).view(b, k)
+        return gaussian_log_likelihood(x_flat, decoded, model.sigma) + log_prior - log_z
+
+    log_w = importance_log_weights(
+        log_joint, proposal, int(settings.n_samples), rng, int(settings.chunk)
+    )
+    return importance_estimate(log_w)
+
+
+def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
+    """Mean over images and its standard error std / sqrt(N) (0 for a single image)."""
+    values = values.double()
+    se = values.std() / math.sqrt(len(values)) if len(values) > 1 else torch.zeros(())
+    return float(values.mean()), float(se)
+
+
+SUMMARY_KEYS = (  # what :func:`summarize` returns
+    "log_px_mean",
+    "log_px_se",
+    "bpd_mean",
+    "bpd_se",
+    "log_px_mc_se",
+    "ess_mean",
+    "ess_min",
+)
+
+
+def summarize(
+    log_px: torch.Tensor, mc_se: torch.Tensor, ess: torch.Tensor, dimension: int
+) -> dict[str, float]:
+    """Means over N images of log p(x) (nats) and bpd, with their standard errors.
+
+    ``log_px_mc_se`` is the Monte-Carlo (importance-sampling) error of ``log_px_mean``,
+    sqrt(sum_i se_i^2) / N, separate from ``log_px_se``, the spread over images.
+    """
+    mean, se = mean_and_se(log_px)
+    bits = dimension * math.log(2)
+    return {
+        "log_px_mean": mean,
+        "log_px_se": se,
+        "bpd_mean": -mean / bits,
+        "bpd_se": se / bits,
+        "log_px_mc_se": float(mc_se.double().pow(2).sum().sqrt() / len(mc_se)),
+        "ess_mean": float(ess.double().mean()),
+        "ess_min": float(ess.min()),
+    }
+
+
+def normalizer_results(normalizer: LogNormalizer | None, max_se: float) -> dict[str, Any]:
+    """How the prior's normaliser was handled, for ``metrics.json``."""
+    if normalizer is None:
+        return {"prior_normalizer": "exact (normalised prior)"}
+    return {
+        "prior_normalizer": (
+            f"Monte-Carlo estimate of log Z from {normalizer.n} N(0, I) draws "
+            f"(reported log p(x) uses it; available only if its SE <= {max_se})"
+        ),
+        "log_z": normalizer.log_z,
+        "log_z_se": normalizer.se,
+        "log_z_ess": normalizer.ess,
+    }
+
+
+class Likelihood(ExampleTask):
+    """Estimate log p(x) of every selected image; write ``per_example.csv``.
+
+    When the data module knows its true model (``true_log_prob``, e.g. ``dataset=synthetic``),
+    the true log p*(x) of the same images is reported too, with the gap true - model and its
+    paired standard error.
+
+    Results: ``split``, ``n_images``, ``dimension``, ``sigma``, ``n_samples``, ``n_chains``,
+    ``n_steps``, ``step_size``, ``noise``, ``prior_normalizer`` (and ``log_z``, ``log_z_se``,
+    ``log_z_ess`` for an EBM), the :func:`summarize` keys (None and ``log_px_unavailable``
+    when an EBM's log Z is too uncertain), ``bpd_note`` and, with a known true model,
+    ``true_log_px_mean``, ``true_log_px_se``, ``true_bpd_mean``, ``gap_mean``, ``gap_se``.
+    """
+
+    def check(self) -> None:
+        model, settings, seed = self.model, self.settings, self.cfg.seed
+        self.rng = torch.Generator(device=model.device).manual_seed(int(seed))
+        self.normalizer = prior_log_normalizer(model, settings, self.rng)
+        self.log_z = 0.0 if self.normalizer is None else self.normalizer.log_z
+        rank = rank_and_world_size()[0]
+        if rank > 0:  # every rank its own stream (rank 0 goes on with the one of log Z)
+            self.rng.manual_seed(item_seed(seed, rank))
+        self.true_model = getattr(self.datamodule, "true_log_prob", None)
+        self.dimension = math.prod(self.datamodule.splits[self.split][0]["image"].shape)
+
+    def settings_results(self) -> dict[str, Any]:
+        """What was estimated and how (before any image is scored)."""
+        n_steps, step_size = proposal_chain(self.model, self.settings)
+        return {
+            "split": self.split,
+            "n_images": len(self.examples()),
+            "dimension": self.dimension,
+            "sigma": self.model.sigma,
+            "n_samples": int(self.settings.n_samples),
+            "n_chains": int(self.settings.n_chains),
+            "n_steps": n_steps,
+            "step_size": step_size,
+            "noise": bool(self.settings.noise),
+            **normalizer_results(self.normalizer, float(self.settings.max_log_z_se)),
+            "bpd_note": BPD_NOTE,
+        }
+
+    def run(self) -> dict[str, Any]:
+        self.check()
+        normalizer, max_se = self.normalizer, float(self.settings.max_log_z_se)
+        if normalizer is not None and normalizer.se > max_se:
+            reason = f"SE(log Z) = {normalizer.se:.3g} > likelihood.max_log_z_se"
+            unavailable = dict.fromkeys(SUMMARY_KEYS) | {"log_px_unavailable": reason}
+            return self.settings_results() | unavailable
+        return self.score_examples()
+
+    def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        x = batch["image"]
+        estimate = image_log_likelihood(self.model, x, self.settings, self.rng, self.log_z)
+        true = self.true_model(x.cpu()).tolist() if self.true_model is not None else None
+        rows = []
+        for i, index in enumerate(batch["index"].tolist()):
+            row = {
+                "index": index,
+                "label": int(batch["label"][i]),
+                "log_px": float(estimate.log_px[i]),
+                "bpd": -float(estimate.log_px[i]) / (self.dimension * math.log(2)),
+                "mc_se": float(estimate.mc_se[i]),
+                "ess": float(estimate.ess[i]),
+            }
+            if true is not None:
+                row["true_log_px"] = true[i]
+            rows.append(row)
+        return rows
+
+    def summarize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        def column(key: str) -> torch.Tensor:
+            return torch.tensor([r[key] for r in rows], dtype=torch.float64)
+
+        dimension = self.dimension
+        results = self.settings_results()
+        results |= summarize(column("log_px"), column("mc_se"), column("ess"), dimension)
+        if self.true_model is not None:
+            true_mean, true_se = mean_and_se(column("true_log_px"))
+            gap_mean, gap_se = mean_and_se(column("true_log_px") - column("log_px"))
+            results |= {
+                "true_log_px_mean": true_mean,
+                "true_log_px_se": true_se,
+                "true_bpd_mean": -true_mean / (dimension * math.log(2)),
+                "gap_mean": gap_mean,
+                "gap_se": gap_se,
+            }
+        return results

@@ -1,0 +1,161 @@
+"""Gather a Hydra sweep's results into one Markdown table: mean ± std over seeds per setting.
+
+    lfbm-gather outputs/multiruns/2026-11-05/12-00-00
+    lfbm-gather SWEEP_DIR --metrics val/mse train/loss --output table.md
+
+Every job directory under the sweep (any directory holding ``.hydra/overrides.yaml``) is one
+job: its overrides (``prior=flow``, ``seed=2``, ...) name its setting and seed, its
+``metrics.json`` holds its numbers. A setting is the overrides that differ between jobs, minus
+the keys averaged over (``seed`` by default); each row is one setting with n = the number of
+its jobs that wrote metrics. Jobs without ``metrics.json`` (failed or still running) are listed
+under the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class Job:
+    """One job of a sweep.
+
+    Attributes:
+        path: the job's output directory.
+        overrides: its command-line overrides, key -> value as typed (``prior`` -> ``flow``).
+        metrics: its numeric metrics, or None when it wrote no metrics file.
+    """
+
+    path: Path
+    overrides: dict[str, str]
+    metrics: dict[str, float] | None
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def parse_override(override: str) -> tuple[str, str]:
+    """``'+a.b=1'`` -> ``('a.b', '1')``; a deletion ``'~a'`` -> ``('a', '~')``."""
+    key, _, value = override.partition("=")
+    if key.startswith("~"):
+        return key[1:], "~"
+    return key.lstrip("+"), value
+
+
+def read_jobs(sweep_dir: str | Path, metrics_file: str = "metrics.json") -> list[Job]:
+    """Every job under ``sweep_dir``, in job-number order (natural sort of the paths)."""
+    jobs = []
+    for overrides_file in Path(sweep_dir).rglob(".hydra/overrides.yaml"):
+        job_dir = overrides_file.parent.parent
+        overrides = dict(parse_override(o) for o in yaml.safe_load(overrides_file.read_text()))
+        metrics_path = job_dir / metrics_file
+        metrics = None
+        if metrics_path.is_file():
+            raw = json.loads(metrics_path.read_text())
+            metrics = {
+                k: float(v)
+                for k, v in raw.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+        jobs.append(Job(job_dir, overrides, metrics))
+    return sorted(jobs, key=lambda job: _natural_key(job.path))
+
+
+def setting_keys(jobs: Sequence[Job], over: Sequence[str]) -> list[str]:
+    """Override keys whose value differs between jobs (first-seen order), minus ``over``."""
+    keys: list[str] = []
+    for job in jobs:
+        keys += [k for k in job.overrides if k not in keys]
+    return [
+        k for k in keys if k not in over and len({job.overrides.get(k, "") for job in jobs}) > 1
+    ]
+
+
+def default_metrics(jobs: Sequence[Job]) -> list[str]:
+    """The metrics every finished job has, without Lightning's ``_step``/``_epoch`` twins."""
+    finished = [job.metrics for job in jobs if job.metrics is not None]
+    if not finished:
+        return []
+    common = set.intersection(*(set(m) for m in finished))
+    return sorted(k for k in common if not k.endswith(("_step", "_epoch")))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def format_cell(values: Sequence[float]) -> str:
+    """``mean ± std`` with 4 significant digits (just the value for one job; '–' for none)."""
+    if not values:
+        return "–"
+    mean, std = mean_std(values)
+    return f"{mean:.4g} ± {std:.2g}" if len(values) > 1 else f"{mean:.4g}"
+
+
+def markdown_table(
+    jobs: Sequence[Job], metrics: Sequence[str] | None = None, over: Sequence[str] = ("seed",)
+) -> str:
+    """The comparison table of a sweep's jobs (see the module docstring).
+
+    Args:
+        jobs: the sweep's jobs (:func:`read_jobs`).
+        metrics: the metric columns (default: :func:`default_metrics`).
+        over: the override keys averaged over.
+
+    Returns:
+        Markdown: the table, then one line per job without metrics.
+    """
+    metrics = list(metrics) if metrics is not None else default_metrics(jobs)
+    keys = setting_keys(jobs, over)
+    rows: dict[tuple[str, ...], list[Job]] = {}
+    for job in jobs:
+        rows.setdefault(tuple(job.overrides.get(k, "") for k in keys), []).append(job)
+    header = [*keys, "n", *metrics] if keys else ["n", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for setting, members in rows.items():
+        done = [job.metrics for job in members if job.metrics is not None]
+        cells = [format_cell([m[name] for m in done if name in m]) for name in metrics]
+        lines.append("| " + " | ".join([*setting, str(len(done)), *cells]) + " |")
+    over_text = ", ".join(over) if over else "nothing"
+    lines.append("")
+    lines.append(f"{len(jobs)} jobs; mean ± std (ddof 1) over {over_text}; n jobs per row.")
+    lines += [f"- no metrics: {job.path}" for job in jobs if job.metrics is None]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Command line: print (and with ``--output`` write) the table of a sweep directory."""
+    parser = argparse.ArgumentParser(prog="lfbm-gather", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="the multirun directory (hydra.sweep.dir)")
+    parser.add_argument("--metrics", nargs="+", help="metric columns (default: all common)")
+    parser.add_argument(
+        "--over", nargs="*", default=["seed"], help="override keys averaged over (default: seed)"
+    )
+    parser.add_argument("--file", default="metrics.json", help="metrics file in each job dir")
+    parser.add_argument("--output", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    jobs = read_jobs(args.sweep_dir, args.file)
+    if not jobs:
+        parser.error(f"no job directories (with .hydra/overrides.yaml) under {args.sweep_dir}")
+    table = markdown_table(jobs, args.metrics, args.over)
+    if args.output:
+        args.output.write_text(table)
+    print(table, end="")
+    return table
+
+
+if __name__ == "__main__":
+    main()
