@@ -61,3 +61,23 @@ def run_entry_point(script: str, args: list[str], timeout: int = 600):
         text=True,
         timeout=timeout,
     )
+
+
+ENTRY_POINTS = ("train.py", "evaluate.py", "lfbm-train", "lfbm-evaluate", "lfbm-gather")
+
+
+@pytest.fixture(autouse=True)
+def _entry_point_runs_are_marked_slow(request, monkeypatch):
+    """Fail a test that runs an entry point as a subprocess without ``@pytest.mark.slow``, so
+    that ``-m "not slow"`` skips every end-to-end run (as the README says)."""
+    if request.node.get_closest_marker("slow"):
+        return
+    original = subprocess.Popen.__init__
+
+    def guarded(self, args, *more, **kwargs):
+        words = args if isinstance(args, list | tuple) else [args]
+        if any(Path(str(word)).name in ENTRY_POINTS for word in words):
+            raise AssertionError(f"{request.node.nodeid} runs {words}: mark it slow")
+        original(self, args, *more, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)

@@ -46,6 +46,7 @@ def test_generator_that_does_not_match_the_data_fails_before_training(compose_cf
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_train_py_reports_a_bad_value_and_writes_nothing(tmp_path):
     result = run_entry_point("train.py", [f"hydra.run.dir={tmp_path}", "model.sigma=0"])
     assert result.returncode != 0
@@ -53,6 +54,7 @@ def test_train_py_reports_a_bad_value_and_writes_nothing(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_unknown_key_keeps_hydras_message(tmp_path):
     result = run_entry_point("train.py", [f"hydra.run.dir={tmp_path}", "model.sigmaa=0.3"])
     assert result.returncode != 0

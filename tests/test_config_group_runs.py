@@ -41,6 +41,7 @@ def status(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_help_pages_from_another_directory(tmp_path):
     page = command("lfbm-train", ["--help"], cwd=tmp_path)
     assert page.returncode == 0

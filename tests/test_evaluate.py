@@ -56,6 +56,7 @@ def test_each_task_config_names_its_class_and_keeps_its_override_path(task, tmp_
     assert not any(name in cfg for name in TASK_NAMES if name != task)  # only its own node
 
 
+@pytest.mark.slow
 def test_help_lists_the_tasks_and_a_missing_or_unknown_task_names_the_choices(tmp_path):
     result = run_entry_point("evaluate.py", ["--help"])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -70,6 +71,7 @@ def test_help_lists_the_tasks_and_a_missing_or_unknown_task_names_the_choices(tm
     assert all(name in unknown.stderr for name in TASK_NAMES)
 
 
+@pytest.mark.slow
 def test_missing_inception_weights_fail_at_once_naming_the_setting(tmp_path):
     env = {"TORCH_HOME": str(tmp_path / "torch_home"), "LFBM_INCEPTION_WEIGHTS": ""}
     with pytest.MonkeyPatch.context() as patch:

@@ -78,6 +78,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert torch.equal(a["langevin_rng_state"], b["langevin_rng_state"])
 
 
+@pytest.mark.slow
 def test_resuming_under_another_config_is_refused(tmp_path):
     run = tmp_path / "run"
     tiny = [

@@ -32,6 +32,7 @@ TINY_RUN = [
 ]
 
 
+@pytest.mark.slow
 def test_celeba_with_an_empty_data_dir_fails_fast_with_the_fix(tmp_path):
     empty, run_dir = tmp_path / "empty", tmp_path / "run"
     empty.mkdir()
