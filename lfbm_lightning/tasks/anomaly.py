@@ -43,11 +43,15 @@ from lfbm_lightning.tasks.base import ExampleTask
 from lfbm_lightning.tasks.common import chain_settings, item_seed, reconstruct, start_latents
 from lfbm_lightning.tasks.likelihood import image_log_likelihood, proposal_chain
 
-SCORES = {  # score name -> (per_example.csv column, what it is)
-    "joint": ("score", "-log p(x, z), paper"),
-    "reconstruction": ("score_reconstruction", "|x - g(z)|^2 / (2 sigma^2)"),
-    "prior": ("score_prior", "-log p(z)"),
-    "marginal": ("score_marginal", "-log p(x), importance sampled"),
+SCORES = {  # score name -> (per_example.csv column, what it is: Markdown, matplotlib mathtext)
+    "joint": ("score", "-log p(x, z) (paper)", r"$-\log p(x, z)$ (paper)"),
+    "reconstruction": (
+        "score_reconstruction",
+        "‖x - g(z)‖² / (2 σ²)",
+        r"$\|x - g(z)\|^2 / 2\sigma^2$",
+    ),
+    "prior": ("score_prior", "-log p(z)", r"$-\log p(z)$"),
+    "marginal": ("score_marginal", "-log p(x), importance sampled", r"$-\log p(x)$, imp. sampled"),
 }
 
 
@@ -89,18 +93,20 @@ def plot_pr_curves(
 ) -> Path:
     """One precision-recall curve per score (name -> scores (N,)), with the chance level, as a
     PNG (Agg canvas, no display)."""
-    fig = Figure(figsize=(5.5, 4.5))
+    fig = Figure(figsize=(5.5, 5.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for name, scores in curves.items():
         precision, recall, _ = precision_recall_curve(labels.numpy(), scores.numpy())
         value = results["auprc" if name == "joint" else f"auprc_{name}"]
-        ax.plot(recall, precision, label=f"{SCORES[name][1]}: {value:.3f}")
+        ax.plot(recall, precision, label=f"{name}: {SCORES[name][2]}, AUPRC {value:.3f}")
     chance = results["chance_level"]
-    ax.axhline(chance, color="grey", ls="--", label=f"chance: {chance:.3f}")
+    ax.axhline(chance, color="grey", ls="--", label=f"chance level {chance:.3f}")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
-    ax.set_title(f"anomaly = held-out digit {digit} (legend: score, AUPRC)")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(
+        f"anomaly = held-out digit {digit} ({results['n_anomalies']} of {results['n']} images)"
+    )
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
@@ -231,4 +237,6 @@ class Anomaly(ExampleTask):
         labels = torch.tensor([r["label"] for r in rows])
         curves = self.curves(rows)
         plot_pr_curves(curves, labels, results, self.digit, self.out_dir / "pr_curve.png")
-        (self.out_dir / "scores.md").write_text(scores_table(self.scores, results))
+        (self.out_dir / "scores.md").write_text(
+            scores_table(self.scores, results), encoding="utf-8"
+        )
