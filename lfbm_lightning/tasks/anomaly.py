@@ -1,16 +1,27 @@
-"""Anomaly detection on a held-out-digit test split: AUPRC of -log p(x, z) (docs/paper.md).
+"""Anomaly detection on a held-out-digit test split: AUPRC of several scores (docs/paper.md).
 
-For each test image x, z is fitted by ``n_steps`` noise-free Langevin steps from N(0, I) and
-the score is
+For each test image x, z is fitted by ``n_steps`` noise-free Langevin steps from N(0, I). The
+scores (higher = more anomalous), each a column of ``per_example.csv``:
 
-    s(x) = ||x - g(z)||^2 / (2 sigma^2) - log p(z) = -log p(x, z) + const,
+- ``joint`` (column ``score``, the paper's headline):
+  ||x - g(z)||^2 / (2 sigma^2) - log p(z) = -log p(x, z) + const;
+- ``reconstruction`` (``score_reconstruction``): ||x - g(z)||^2 / (2 sigma^2) alone;
+- ``prior`` (``score_prior``): -log p(z) alone;
+- ``marginal`` (``score_marginal``, with its Monte-Carlo standard error ``score_marginal_se``):
+  -log p(x), importance sampled as in ``task=likelihood``
+  (:func:`lfbm_lightning.tasks.likelihood.image_log_likelihood`), its first proposal chain
+  starting at the fitted z. For an energy-based prior, log p(z) and log p(x) lack the same
+  constant -log Z, which changes no ranking, so neither is normalised here.
 
-higher = more anomalous. The anomaly (label 1, the held-out digit) is the positive class:
-AUPRC is the trapezoid under scikit-learn's precision-recall curve, as published, reported
-beside the average precision and the chance level (the anomaly fraction).
+The first three come from the same fitted chain; the marginal score costs more (``passes_*``).
+The anomaly (label 1, the held-out digit) is the positive class: AUPRC is the trapezoid under
+scikit-learn's precision-recall curve, as published, beside the average precision and the
+chance level (the anomaly fraction).
 
 Options (``conf/task/anomaly.yaml``, node ``anomaly``): ``split``, ``n_examples``, ``n_steps``,
-``step_size``; e.g. ``evaluate.py task=anomaly anomaly.n_steps=100``.
+``step_size``, ``scores`` (a list, ``joint`` required) and ``marginal`` (the importance
+sampler's settings, as ``likelihood``'s); e.g.
+``evaluate.py task=anomaly anomaly.scores=[joint,reconstruction,prior,marginal]``.
 """
 
 from __future__ import annotations
@@ -24,11 +35,24 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.distributed import rank_and_world_size
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.metrics.anomaly import anomaly_report
 from lfbm_lightning.models.energy import reconstruction_energy
 from lfbm_lightning.tasks.base import ExampleTask
-from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
+from lfbm_lightning.tasks.common import chain_settings, item_seed, reconstruct, start_latents
+from lfbm_lightning.tasks.likelihood import image_log_likelihood, proposal_chain
+
+SCORES = {  # score name -> (per_example.csv column, what it is: Markdown, matplotlib mathtext)
+    "joint": ("score", "-log p(x, z) (paper)", r"$-\log p(x, z)$ (paper)"),
+    "reconstruction": (
+        "score_reconstruction",
+        "‖x - g(z)‖² / (2 σ²)",
+        r"$\|x - g(z)\|^2 / 2\sigma^2$",
+    ),
+    "prior": ("score_prior", "-log p(z)", r"$-\log p(z)$"),
+    "marginal": ("score_marginal", "-log p(x), importance sampled", r"$-\log p(x)$, imp. sampled"),
+}
 
 
 def check_holdout(datamodule: ImageDataModule) -> int:
@@ -43,74 +67,176 @@ def check_holdout(datamodule: ImageDataModule) -> int:
     return int(digit)
 
 
-def plot_pr_curve(
-    scores: torch.Tensor, labels: torch.Tensor, report: dict[str, Any], digit: int, path: Path
+def check_scores(names: Any) -> list[str]:
+    """The selected score names, in :data:`SCORES` order; a clear error for a wrong list."""
+    names = [str(name) for name in names]
+    unknown = sorted(set(names) - set(SCORES))
+    if unknown or "joint" not in names:
+        raise ConfigError(
+            f"anomaly.scores must be a list of {list(SCORES)} including joint (the paper's "
+            f"score), got {names}"
+        )
+    return [name for name in SCORES if name in names]
+
+
+def column(rows: list[dict[str, Any]], key: str) -> torch.Tensor:
+    """``row[key]`` of every row, (N,) float64."""
+    return torch.tensor([r[key] for r in rows], dtype=torch.float64)
+
+
+def plot_pr_curves(
+    curves: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    results: dict[str, Any],
+    digit: int,
+    path: Path,
 ) -> Path:
-    """Precision against recall, with the chance level, as a PNG (Agg canvas, no display)."""
-    precision, recall, _ = precision_recall_curve(labels.numpy(), scores.numpy(), pos_label=1)
-    fig = Figure(figsize=(4.5, 4))
+    """One precision-recall curve per score (name -> scores (N,)), with the chance level, as a
+    PNG (Agg canvas, no display)."""
+    fig = Figure(figsize=(5.5, 5.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot(recall, precision, label=f"AUPRC {report['auprc']:.3f}")
-    chance = report["chance_level"]
-    ax.axhline(chance, color="grey", ls="--", label=f"chance {chance:.3f}")
+    for name, scores in curves.items():
+        precision, recall, _ = precision_recall_curve(labels.numpy(), scores.numpy())
+        value = results["auprc" if name == "joint" else f"auprc_{name}"]
+        ax.plot(recall, precision, label=f"{name}: {SCORES[name][2]}, AUPRC {value:.3f}")
+    chance = results["chance_level"]
+    ax.axhline(chance, color="grey", ls="--", label=f"chance level {chance:.3f}")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
-    ax.set_title(f"anomaly = held-out digit {digit}")
-    ax.legend(loc="lower left")
+    ax.set_title(
+        f"anomaly = held-out digit {digit} ({results['n_anomalies']} of {results['n']} images)"
+    )
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
 
 
-class Anomaly(ExampleTask):
-    """Score every selected test image (each rank its share); write ``per_example.csv`` and
-    ``pr_curve.png``.
+def scores_table(names: list[str], results: dict[str, Any]) -> str:
+    """Markdown: one row per score, AUPRC, average precision and passes per image."""
+    lines = [
+        f"# anomaly scores, held-out digit {results['holdout_digit']}",
+        "",
+        "| score | AUPRC | average precision | passes / image |",
+        "|---|---|---|---|",
+    ]
+    for name in names:
+        auprc = results["auprc" if name == "joint" else f"auprc_{name}"]
+        ap = results["average_precision" if name == "joint" else f"ap_{name}"]
+        lines.append(
+            f"| {name}: {SCORES[name][1]} | {auprc:.4f} | {ap:.4f} | {results[f'passes_{name}']} |"
+        )
+    lines += [
+        "",
+        f"chance level (anomaly fraction): {results['chance_level']:.4f}, "
+        f"{results['n_anomalies']} anomalies in {results['n']} images.",
+        "passes: generator evaluations per image; a Langevin step and a Jacobian-vector "
+        "product count one each.",
+    ]
+    return "\n".join(lines) + "\n"
 
-    Results: ``holdout_digit``, ``split``, ``n_steps``, ``step_size`` and the
-    :func:`~lfbm_lightning.metrics.anomaly.anomaly_report` (``auprc``, ``average_precision``,
-    ``chance_level``, ``n``, ``n_anomalies``, ``n_normal``).
+
+class Anomaly(ExampleTask):
+    """Score every selected test image (each rank its share) by each of ``anomaly.scores``;
+    write ``per_example.csv``, ``pr_curve.png`` (one curve per score) and ``scores.md``.
+
+    Results: ``holdout_digit``, ``split``, ``n_steps``, ``step_size``, ``scores``; the
+    :func:`~lfbm_lightning.metrics.anomaly.anomaly_report` of the joint score (``auprc``,
+    ``average_precision``, ``chance_level``, ``n``, ``n_anomalies``, ``n_normal``); for every
+    other selected score s, ``auprc_s`` and ``ap_s``; ``passes_s`` for every selected score;
+    with ``marginal``, ``marginal_mc_se_mean``, ``marginal_ess_min`` and the sampler settings
+    ``marginal_n_samples``, ``marginal_n_chains``, ``marginal_n_steps``.
     """
 
-    files = ("per_example.csv", "pr_curve.png")
+    files = ("per_example.csv", "pr_curve.png", "scores.md")
 
     def check(self) -> None:
         self.digit = check_holdout(self.datamodule)
+        self.scores = check_scores(self.settings.scores)
         self.n_steps, self.step_size = chain_settings(
             self.model, self.settings.n_steps, self.settings.step_size
         )
+        self.marginal = self.settings.marginal
+        if "marginal" in self.scores:
+            seed = item_seed(self.cfg.seed, rank_and_world_size()[0])
+            self.rng = torch.Generator(device=self.model.device).manual_seed(seed)
+
+    def passes(self) -> dict[str, int]:
+        """Generator evaluations per image of each selected score: the fit's ``n_steps``
+        steps and its decode; the marginal adds M chains of its own steps, d Jacobian-vector
+        products per chain endpoint and K importance samples."""
+        fit = self.n_steps + 1
+        out = {name: fit for name in self.scores if name != "marginal"}
+        if "marginal" in self.scores:
+            chains = int(self.marginal.n_chains)
+            steps = proposal_chain(self.model, self.marginal)[0]
+            extra = chains * (steps + self.model.latent_dim) + int(self.marginal.n_samples)
+            out["marginal"] = fit + extra
+        return out
 
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
         z0 = start_latents(self.model, batch["index"], self.cfg.seed)
         x_hat, z = reconstruct(self.model, x, self.n_steps, self.step_size, z0=z0)
         with torch.no_grad():
-            energy = reconstruction_energy(x, x_hat, self.model.sigma).tolist()
-            log_prior = self.model.prior.log_prob(z).tolist()
+            energy = reconstruction_energy(x, x_hat, self.model.sigma).double()
+            log_prior = self.model.prior.log_prob(z).double()
+        columns = {"score": energy - log_prior, "reconstruction_energy": energy}
+        columns["log_prior"] = log_prior
+        if "reconstruction" in self.scores:
+            columns["score_reconstruction"] = energy
+        if "prior" in self.scores:
+            columns["score_prior"] = -log_prior
+        if "marginal" in self.scores:
+            estimate = image_log_likelihood(self.model, x, self.marginal, self.rng, start=z)
+            columns["score_marginal"] = -estimate.log_px
+            columns["score_marginal_se"] = estimate.mc_se
+            columns["marginal_ess"] = estimate.ess
+        columns = {key: value.tolist() for key, value in columns.items()}
         return [
             {
                 "index": index,
                 "label": int(batch["label"][i]),
-                "score": energy[i] - log_prior[i],
-                "reconstruction_energy": energy[i],
-                "log_prior": log_prior[i],
+                **{key: values[i] for key, values in columns.items()},
             }
             for i, index in enumerate(batch["index"].tolist())
         ]
 
-    def scores_and_labels(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores (N,) float64 and labels (N,) of the rows."""
-        scores = torch.tensor([r["score"] for r in rows], dtype=torch.float64)
-        return scores, torch.tensor([r["label"] for r in rows])
+    def curves(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Score name -> its scores (N,) float64, for the selected scores."""
+        return {name: column(rows, SCORES[name][0]) for name in self.scores}
 
     def summarize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
+        labels = torch.tensor([r["label"] for r in rows])
+        curves = self.curves(rows)
+        results = {
             "holdout_digit": self.digit,
             "split": self.split,
             "n_steps": self.n_steps,
             "step_size": self.step_size,
-            **anomaly_report(*self.scores_and_labels(rows)),
+            "scores": self.scores,
+            **anomaly_report(curves["joint"], labels),
         }
+        for name in self.scores[1:]:
+            report = anomaly_report(curves[name], labels)
+            results[f"auprc_{name}"] = report["auprc"]
+            results[f"ap_{name}"] = report["average_precision"]
+        results |= {f"passes_{name}": value for name, value in self.passes().items()}
+        if "marginal" in self.scores:
+            se, ess = column(rows, "score_marginal_se"), column(rows, "marginal_ess")
+            results |= {
+                "marginal_mc_se_mean": float(se.mean()),
+                "marginal_ess_min": float(ess.min()),
+                "marginal_n_samples": int(self.marginal.n_samples),
+                "marginal_n_chains": int(self.marginal.n_chains),
+                "marginal_n_steps": proposal_chain(self.model, self.marginal)[0],
+            }
+        return results
 
     def write_figures(self, rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
-        scores, labels = self.scores_and_labels(rows)
-        plot_pr_curve(scores, labels, results, self.digit, self.out_dir / "pr_curve.png")
+        labels = torch.tensor([r["label"] for r in rows])
+        curves = self.curves(rows)
+        plot_pr_curves(curves, labels, results, self.digit, self.out_dir / "pr_curve.png")
+        (self.out_dir / "scores.md").write_text(
+            scores_table(self.scores, results), encoding="utf-8"
+        )

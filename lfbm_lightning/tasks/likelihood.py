@@ -92,13 +92,23 @@ def proposal_chain(model: LatentPriorModel, settings: DictConfig) -> tuple[int, 
 
 
 def posterior_proposal(
-    model: LatentPriorModel, x: torch.Tensor, settings: DictConfig, rng: torch.Generator
+    model: LatentPriorModel,
+    x: torch.Tensor,
+    settings: DictConfig,
+    rng: torch.Generator,
+    start: torch.Tensor | None = None,
 ) -> StudentTMixture:
-    """The mixture proposal q(z | x) of images x (B, C, H, W) (module docstring, steps 1-3)."""
+    """The mixture proposal q(z | x) of images x (B, C, H, W) (module docstring, steps 1-3).
+
+    ``start`` (B, d), when given, is where each image's first chain starts (e.g. a z already
+    fitted to x); otherwise the encoder's mean for a model with one, else N(0, I).
+    """
     b, m, d = x.shape[0], int(settings.n_chains), model.latent_dim
     n_steps, step_size = proposal_chain(model, settings)
     z0 = torch.randn(b, m, d, generator=rng, device=x.device)
-    if model.encoder is not None:
+    if start is not None:
+        z0[:, 0] = start.detach()
+    elif model.encoder is not None:
         with torch.no_grad():
             z0[:, 0] = model.encode(x)[0]
     x_rep = x.repeat_interleave(m, dim=0)
@@ -129,12 +139,16 @@ def image_log_likelihood(
     settings: DictConfig,
     rng: torch.Generator,
     log_z: float = 0.0,
+    start: torch.Tensor | None = None,
 ) -> ImportanceEstimate:
-    """Importance-sampled log p(x) of images x (B, C, H, W), in nats.
+    """Importance-sampled log p(x) of images x (B, C, H, W), in nats (also the marginal score
+    of ``task=anomaly``).
 
-    log w = log N(x; g(z), sigma^2 I) + log p(z) - log_z - log q(z | x), K = ``n_samples``.
+    log w = log N(x; g(z), sigma^2 I) + log p(z) - log_z - log q(z | x), K = ``n_samples``;
+    ``start`` (B, d): where the first proposal chain of each image starts (see
+    :func:`posterior_proposal`).
     """
-    proposal = posterior_proposal(model, x, settings, rng)
+    proposal = posterior_proposal(model, x, settings, rng, start)
     x_flat = x.flatten(1).unsqueeze(1)  # (B, 1, D)
 
     def log_joint(z: torch.Tensor) -> torch.Tensor:

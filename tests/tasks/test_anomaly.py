@@ -53,6 +53,56 @@ def test_anomaly_csv_reproduces_the_reported_auprc(digits_ckpt, tmp_path, monkey
     assert (out / "pr_curve.png").stat().st_size > 1000
     assert "| auprc |" in (out / "results.md").read_text()
 
+    # the default scores beside the paper's, each a column, each AUPRC from the CSV
+    assert metrics["scores"] == ["joint", "reconstruction", "prior"]
+    for r in rows:
+        assert r["score_reconstruction"] == r["reconstruction_energy"]
+        assert r["score_prior"] == -r["log_prior"]
+    for name in ("reconstruction", "prior"):
+        check_score_metrics(metrics, rows, name)
+        assert metrics[f"passes_{name}"] == metrics["passes_joint"] == 101
+    assert "score_marginal" not in rows[0] and "auprc_marginal" not in metrics
+    table = (out / "scores.md").read_text()
+    assert f"| {metrics['auprc']:.4f} |" in table and "-log p(z)" in table
+
+
+def check_score_metrics(metrics: dict, rows: list[dict], name: str) -> None:
+    """``auprc_<name>`` and ``ap_<name>`` recomputed from the CSV column ``score_<name>``."""
+    labels = np.array([r["label"] for r in rows])
+    scores = np.array([r[f"score_{name}"] for r in rows])
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    assert metrics[f"auprc_{name}"] == pytest.approx(auc(recall, precision), abs=1e-12)
+    assert metrics[f"ap_{name}"] == pytest.approx(
+        average_precision_score(labels, scores), abs=1e-12
+    )
+
+
+@pytest.mark.slow
+def test_all_four_scores_from_one_run(digits_ckpt, run_task):
+    overrides = [
+        "anomaly.n_examples=60",
+        "anomaly.n_steps=50",
+        "anomaly.scores=[joint,reconstruction,prior,marginal]",
+        "anomaly.marginal.n_samples=32",
+        "anomaly.marginal.n_steps=20",
+        "anomaly.marginal.chunk=32",
+    ]
+    metrics, out = run_task(digits_ckpt, "anomaly", overrides)
+    rows = read_rows(out / "per_example.csv")
+    assert len(rows) == metrics["n"] == 60 and metrics["n_anomalies"] > 0
+    for name in ("reconstruction", "prior", "marginal"):
+        check_score_metrics(metrics, rows, name)
+    se = np.array([r["score_marginal_se"] for r in rows])
+    assert np.isfinite(se).all() and (se >= 0).all()
+    assert metrics["marginal_mc_se_mean"] == pytest.approx(se.mean())
+    # passes: the fit (50 + 1), then 2 chains x (20 steps + d Jacobian columns) + 32 samples
+    latent_dim = metrics["passes_marginal"] - 51 - 32 - 40
+    assert latent_dim > 0 and latent_dim % 2 == 0
+    # -log p(x) >= -log p(x, z*) - log of the posterior volume: close to the joint score
+    marginal, joint = (np.array([r[k] for r in rows]) for k in ("score_marginal", "score"))
+    assert np.corrcoef(marginal, joint)[0, 1] > 0.9
+    assert (out / "pr_curve.png").stat().st_size > 1000
+
 
 def test_anomaly_needs_a_held_out_digit():
     with pytest.raises(ValueError, match=r"dataset.holdout_digit=0..9"):
