@@ -83,11 +83,7 @@ def test_digits_anomaly_sweep_table_matches_per_job_metrics(tmp_path):
             for p in sorted((sweep / job / "eval" / "anomaly").glob("epoch-*/metrics.json"))
         ]
         assert float(cell["ours"]) == pytest.approx(sum(epochs) / len(epochs))
-        line = next(
-            li
-            for li in out.splitlines()
-            if li.startswith(f"| {'LFBM' if row == 'lfbm' else 'ABP'} |")
-        )
+        line = next(li for li in out.splitlines() if li.startswith(f"| {label} |"))
         assert f"{metrics['anomaly/auprc']:.3f} ± " in line and "(n 2)" in line
     assert float(cells["lfbm", "digit_9"]["published"]) == 0.514
     assert float(cells["lfbm", "digit_9"]["published_error"]) == 0.008
