@@ -4,9 +4,11 @@ The published tables are data (``lfbm_lightning/published_results.yaml``, schema
 A cell (row r, column c) of a table gathers the jobs of a sweep whose settings satisfy both
 the row's and the column's ``overrides`` (``prior=ebm`` and ``dataset.holdout_digit=4``): a
 config group is compared with the job's choice (``.hydra/hydra.yaml``), any other key with
-its resolved value (``.hydra/config.yaml``). The table's own ``overrides`` (``dataset=mnist``)
-describe the paper's run and are not required, so the digits versions of a sweep fill the
-same table. Each job's number is ``metrics.json[TASK_KEY[metric]]`` (written by
+its resolved value (``.hydra/config.yaml``), and so are the table's own ``overrides`` except
+its ``dataset=`` (the paper's data set), so that the digits versions of a sweep fill the same
+table. A job whose config lists ``paper_stands_for: [key=value, ...]`` (the digits recovery
+jobs: a 4 px region stands for the paper's 30 px) satisfies those overrides instead of its own
+values for their keys. Each job's number is ``metrics.json[TASK_KEY[metric]]`` (written by
 ``evaluate_after_fit``):
 
 - one job: its value +/- its ``_sd`` (the spread over its evaluated checkpoints, the paper's
@@ -76,6 +78,9 @@ class JobSettings:
     def satisfies(self, override: str) -> bool:
         """Whether this job ran with ``key=value`` (a group choice or a config value)."""
         key, _, value = override.partition("=")
+        stands_for = dict(o.partition("=")[::2] for o in self.config.get("paper_stands_for", []))
+        if key in stands_for:
+            return stands_for[key] == value
         if key in self.choices:
             return str(self.choices[key]) == value
         ran = OmegaConf.select(self.config, key, default=None)
@@ -115,7 +120,8 @@ def table_cells(
     for row in table["rows"]:
         errors = row.get("errors") or [None] * len(table["columns"])
         for c, column in enumerate(table["columns"]):
-            wanted = list(column.get("overrides") or [])
+            wanted = [o for o in table.get("overrides") or [] if not o.startswith("dataset=")]
+            wanted += column.get("overrides") or []
             key = metric_key(table, column["metric"])
             if row["key"] == CHANCE_ROW:
                 key = key.split("/")[0] + "/chance_level"

@@ -10,6 +10,7 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
+from lfbm_lightning.launch_plan import job_cost, job_overrides, plan
 from lfbm_lightning.paper_tables import published_results, render, table_ids
 from lfbm_lightning.sweep_table import main as gather_main
 from lfbm_lightning.sweep_table import read_jobs
@@ -26,7 +27,8 @@ def test_paper_experiments_compose_and_name_published_tables(experiment):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params, experiment
-    assert table_ids(list(cfg.paper_tables))  # every id is a published table or group
+    table_ids(list(cfg.paper_tables))  # every id is a published table or group
+    assert cfg.paper_tables or experiment == "paper/inpainting_celeba"  # a figure, no table
     assert (CONF / "experiment" / f"{experiment}.yaml").read_text().count("Cost") == 1
 
 
@@ -101,3 +103,47 @@ def test_failed_task_is_reported_in_the_row(tmp_path):
     (job / "metrics.json").write_text(json.dumps(record))
     text, _ = render(read_jobs(tmp_path), ["anomaly_mnist"])
     assert f"- {job}: anomaly failed: ConfigError: bad" in text
+
+
+@pytest.mark.parametrize(
+    ("experiment", "n_jobs"),
+    [
+        ("paper/anomaly_digits", 15),
+        ("paper/anomaly_mnist", 15),
+        ("paper/generation_svhn", 4),
+        ("paper/generation_cifar10", 4),
+        ("paper/generation_celeba", 4),
+        ("paper/recovery_celeba", 18),
+        ("paper/recovery_digits", 18),
+        ("paper/inpainting_celeba", 2),
+    ],
+)
+def test_plan_counts_every_job_of_the_sweep(experiment, n_jobs):
+    jobs = job_overrides([f"experiment={experiment}"])
+    assert len(jobs) == n_jobs
+    assert len({tuple(j) for j in jobs}) == n_jobs
+
+
+def test_plan_arithmetic_and_hours_from_the_benchmark(tmp_path):
+    argv = ["experiment=paper/generation_svhn", "trainer.max_epochs=2"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[*argv, "+experiment/paper/method=lebm"], return_hydra_config=True
+        )
+    cost = job_cost(cfg)
+    assert cost == {
+        "dataset": "svhn",
+        "epochs": 2,
+        "batches": 733,
+        "k": 20,
+        "steps": 2 * 733 * 20,
+        "batch_size": 100,
+    }
+    (tmp_path / "langevin_speed_cpu_b100.csv").write_text(
+        "setting,unit,seconds\nsvhn,floor,9.0\nsvhn,ours,0.36\n"
+    )
+    text = plan([*argv, "+experiment/paper/method=lebm,abp"], tmp_path)
+    assert "jobs: 2\n" in text
+    assert f"Langevin steps (training chains): {2 * 2 * 733 * 20:,}" in text
+    assert f"CPU-hours (wall, 2 cores): {2 * 2 * 733 * 20 * 0.36 / 3600:.3g}, assuming" in text
+    assert "GPU-hours: ? " in text
