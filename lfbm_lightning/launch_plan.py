@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -49,6 +50,15 @@ HARDWARE = {
     "cpu": "2-core Intel Xeon (x86_64), 2 threads (benchmarks/README.md)",
     "cuda": "the GPU benchmarks/gpu_check.sh ran on (benchmarks/results/gpu_check.json)",
 }
+
+
+def hardware(device: str, results: Path = RESULTS) -> str:
+    """The machine the per-step costs of ``device`` were measured on."""
+    check = results / "gpu_check.json"
+    if device == "cuda" and check.is_file():
+        gpus = json.loads(check.read_text()).get("gpu") or []
+        return f"{', '.join(gpus)} (benchmarks/results/gpu_check.json)"
+    return HARDWARE[device]
 
 
 def step_seconds(device: str, results: Path = RESULTS) -> dict[str, float]:
@@ -146,7 +156,7 @@ def plan(argv: Sequence[str], results: Path = RESULTS) -> str:
         if total is None:
             lines.append(f"{label}: ? (no per-step measurement for these data sets on {device})")
         else:
-            lines.append(f"{label}: {total:.3g}, assuming {HARDWARE[device]}")
+            lines.append(f"{label}: {total:.3g}, assuming {hardware(device, results)}")
     lines.append("(chains only; parameter updates and evaluation after fit not counted)")
     return "\n".join(lines) + "\n"
 
