@@ -14,7 +14,8 @@ from lfbm_lightning.launch_plan import job_cost, job_overrides, plan
 from lfbm_lightning.paper_tables import published_results, render, table_ids
 from lfbm_lightning.sweep_table import main as gather_main
 from lfbm_lightning.sweep_table import read_jobs
-from tests.conftest import CONF, TINY, run_entry_point
+from lfbm_lightning.training import train
+from tests.conftest import CONF, TINY, compose_config, run_entry_point
 
 PAPER_EXPERIMENTS = [
     p.relative_to(CONF / "experiment").with_suffix("").as_posix()
@@ -147,3 +148,28 @@ def test_plan_arithmetic_and_hours_from_the_benchmark(tmp_path):
     assert f"Langevin steps (training chains): {2 * 2 * 733 * 20:,}" in text
     assert f"CPU-hours (wall, 2 cores): {2 * 2 * 733 * 20 * 0.36 / 3600:.3g}, assuming" in text
     assert "GPU-hours: ? " in text
+
+
+@pytest.mark.slow
+def test_evaluate_after_fit_reports_a_failed_task_and_runs_the_others(tmp_path):
+    """No held-out digit: task=anomaly cannot run; reconstruction still fills the row."""
+    cfg = compose_config(
+        [
+            *TINY,
+            "evaluate_after_fit=[anomaly,reconstruction,no_such_task]",
+            'evaluate_overrides=["device=cpu","progress=false"]',
+            "extras.print_config=false",
+        ],
+        tmp_path,
+    )
+    _, metrics = train(cfg)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    status = record["evaluation"]
+    assert status["reconstruction"] == "completed"
+    assert status["anomaly"].startswith("failed: ") and "holdout_digit" in status["anomaly"]
+    assert status["no_such_task"].startswith("failed: ")
+    own = json.loads((tmp_path / "eval" / "reconstruction" / "metrics.json").read_text())
+    assert record["reconstruction/mse"] == own["mse"] == metrics["reconstruction/mse"]
+    assert record["reconstruction/n_checkpoints"] == 1 and record["reconstruction/mse_sd"] == 0
+    assert "anomaly/auprc" not in record
