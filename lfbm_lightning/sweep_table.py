@@ -9,6 +9,13 @@ job: its overrides (``prior=flow``, ``seed=2``, ...) name its setting and seed, 
 the keys averaged over (``seed`` by default); each row is one setting with n = the number of
 its jobs that wrote metrics. Jobs without ``metrics.json`` (failed or still running) are listed
 under the table.
+
+With ``--table anomaly_mnist`` (ids or groups of ``published_results.yaml``), or by default when
+the sweep's experiment names ``paper_tables``, the output is the paper's table instead, ours
+next to the published numbers (:mod:`lfbm_lightning.paper_tables`), and ``--csv`` writes its
+cells::
+
+    lfbm-gather outputs/paper/anomaly_digits/2026-12-01/12-00-00 --csv anomaly.csv
 """
 
 from __future__ import annotations
@@ -138,6 +145,8 @@ def markdown_table(
 
 def main(argv: Sequence[str] | None = None) -> str:
     """Command line: print (and with ``--output`` write) the table of a sweep directory."""
+    from lfbm_lightning.paper_tables import render, sweep_tables  # it builds on this module
+
     parser = argparse.ArgumentParser(prog="lfbm-gather", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory (hydra.sweep.dir)")
     parser.add_argument("--metrics", nargs="+", help="metric columns (default: all common)")
@@ -146,11 +155,28 @@ def main(argv: Sequence[str] | None = None) -> str:
     )
     parser.add_argument("--file", default="metrics.json", help="metrics file in each job dir")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--table",
+        nargs="+",
+        help="paper table or group ids of published_results.yaml (default: the experiment's "
+        "paper_tables, else the plain table)",
+    )
+    parser.add_argument("--csv", type=Path, help="paper tables: also write the cells as CSV")
+    parser.add_argument("--plain", action="store_true", help="the plain table, not the paper's")
     args = parser.parse_args(argv)
     jobs = read_jobs(args.sweep_dir, args.file)
     if not jobs:
         parser.error(f"no job directories (with .hydra/overrides.yaml) under {args.sweep_dir}")
-    table = markdown_table(jobs, args.metrics, args.over)
+    selected = [] if args.plain else (args.table or sweep_tables(jobs))
+    if selected:
+        try:
+            table, cells_csv = render(jobs, selected)
+        except ValueError as err:
+            parser.error(str(err))
+        if args.csv:
+            args.csv.write_text(cells_csv)
+    else:
+        table = markdown_table(jobs, args.metrics, args.over)
     if args.output:
         args.output.write_text(table)
     print(table, end="")

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lfbm_lightning.after_fit import evaluate_after_fit
 from lfbm_lightning.callbacks.curves import csv_metrics_file, read_epoch_metrics
 from lfbm_lightning.callbacks.run_guards import CheckpointOnSigterm, SkippedBatchesGuard
 from lfbm_lightning.checkpoint_io import AtomicCheckpointIO, remove_stale_temp_files, safe_load
@@ -216,4 +217,5 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
         epochs = trainer.fit_loop.epoch_progress.current.processed
         wall = time.monotonic() - started
         log.info("%s", run_summary(out_dir, status, wall, epochs, per_epoch, last))
+        metrics |= evaluate_after_fit(cfg, out_dir, last.parent)  # evaluate_after_fit=[...]
     return model, metrics
