@@ -20,9 +20,11 @@ from lfbm_lightning import CONF_DIR
 from lfbm_lightning.cli import report_errors
 from lfbm_lightning.evaluation import evaluate
 from lfbm_lightning.help import evaluate_help, train_help
+from lfbm_lightning.launch_plan import plan
 from lfbm_lightning.training import train
 
 HELP_FLAGS = ("--help", "-h")
+PLAN_FLAG = "plan=true"
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
@@ -47,7 +49,16 @@ def _run(app: Callable[[], object], page: Callable[[Path], str]) -> None:
 
 
 def train_command() -> None:
-    """``lfbm-train [group=option ...] [key=value ...]``: train (``--help`` for the page)."""
+    """``lfbm-train [group=option ...] [key=value ...]``: train (``--help`` for the page).
+
+    With ``plan=true`` nothing trains: the sweep the other arguments describe is printed with
+    its jobs, epochs, Langevin steps and estimated hours (:mod:`lfbm_lightning.launch_plan`),
+    before Hydra would launch a job.
+    """
+    if PLAN_FLAG in sys.argv[1:]:
+        ignored = (PLAN_FLAG, "-m", "--multirun")
+        print(plan([arg for arg in sys.argv[1:] if arg not in ignored]), end="")
+        return
     _run(_train, train_help)
 
 

@@ -249,7 +249,11 @@ def run_task(cfg: DictConfig, ckpt: Path, device: torch.device, out_dir: Path) -
     summary |= {"processes": world_size} | results
     if rank == 0:
         (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (out_dir / "results.md").write_text(markdown_table(summary, f"{name} evaluation"))
+        section = task.markdown(results)
+        report = markdown_table(summary, f"{name} evaluation") + (
+            f"\n{section}" if section else ""
+        )
+        (out_dir / "results.md").write_text(report)
         log.info("%s of %s: %s", name, ckpt, results)
     return summary
 

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lfbm_lightning.after_fit import evaluate_after_fit
+from lfbm_lightning.after_fit import check_task_names, evaluate_after_fit
 from lfbm_lightning.callbacks.curves import csv_metrics_file, read_epoch_metrics
 from lfbm_lightning.callbacks.run_guards import CheckpointOnSigterm, SkippedBatchesGuard
 from lfbm_lightning.checkpoint_io import AtomicCheckpointIO, remove_stale_temp_files, safe_load
@@ -153,6 +153,7 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
         RunInterrupted: SIGTERM.
     """
     validate_config(cfg)
+    check_task_names(cfg)  # evaluate_after_fit: an unknown task fails now, not after training
     out_dir = Path(cfg.paths.output_dir)
     rank_zero = rank_zero_only.rank == 0
     ckpt_path = cfg.get("ckpt_path")

@@ -138,7 +138,8 @@ def scores_table(names: list[str], results: dict[str, Any]) -> str:
 
 class Anomaly(ExampleTask):
     """Score every selected test image (each rank its share) by each of ``anomaly.scores``;
-    write ``per_example.csv``, ``pr_curve.png`` (one curve per score) and ``scores.md``.
+    write ``per_example.csv`` and ``pr_curve.png`` (one curve per score); the side-by-side
+    table of the scores goes into ``results.md`` (:meth:`markdown`).
 
     Results: ``holdout_digit``, ``split``, ``n_steps``, ``step_size``, ``scores``; the
     :func:`~lfbm_lightning.metrics.anomaly.anomaly_report` of the joint score (``auprc``,
@@ -148,7 +149,7 @@ class Anomaly(ExampleTask):
     ``marginal_n_samples``, ``marginal_n_chains``, ``marginal_n_steps``.
     """
 
-    files = ("per_example.csv", "pr_curve.png", "scores.md")
+    files = ("per_example.csv", "pr_curve.png")
 
     def check(self) -> None:
         self.digit = check_holdout(self.datamodule)
@@ -237,6 +238,6 @@ class Anomaly(ExampleTask):
         labels = torch.tensor([r["label"] for r in rows])
         curves = self.curves(rows)
         plot_pr_curves(curves, labels, results, self.digit, self.out_dir / "pr_curve.png")
-        (self.out_dir / "scores.md").write_text(
-            scores_table(self.scores, results), encoding="utf-8"
-        )
+
+    def markdown(self, results: dict[str, Any]) -> str:
+        return scores_table(self.scores, results)

@@ -60,6 +60,11 @@ class Task:
         """Write the task's files; return its results (every rank: the same results)."""
         raise NotImplementedError
 
+    def markdown(self, results: dict[str, Any]) -> str:
+        """A Markdown section of the task's own, added to ``results.md`` below the table of
+        every result (none by default)."""
+        return ""
+
 
 class ExampleTask(Task):
     """A task that scores examples of a split one by one (module docstring)."""

@@ -62,7 +62,7 @@ def test_anomaly_csv_reproduces_the_reported_auprc(digits_ckpt, tmp_path, monkey
         check_score_metrics(metrics, rows, name)
         assert metrics[f"passes_{name}"] == metrics["passes_joint"] == 101
     assert "score_marginal" not in rows[0] and "auprc_marginal" not in metrics
-    table = (out / "scores.md").read_text()
+    table = (out / "results.md").read_text()
     assert f"| {metrics['auprc']:.4f} |" in table and "-log p(z)" in table
 
 
