@@ -10,6 +10,7 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
+from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.launch_plan import job_cost, job_overrides, plan
 from lfbm_lightning.paper_tables import published_results, render, table_ids
 from lfbm_lightning.sweep_table import main as gather_main
@@ -151,12 +152,19 @@ def test_plan_arithmetic_and_hours_from_the_benchmark(tmp_path):
 
 
 @pytest.mark.slow
+def test_an_unknown_task_after_fit_fails_before_training(tmp_path):
+    cfg = compose_config([*TINY, "evaluate_after_fit=[no_such_task]"], tmp_path)
+    with pytest.raises(ConfigError, match="evaluate_after_fit names task 'no_such_task'"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_evaluate_after_fit_reports_a_failed_task_and_runs_the_others(tmp_path):
     """No held-out digit: task=anomaly cannot run; reconstruction still fills the row."""
     cfg = compose_config(
         [
             *TINY,
-            "evaluate_after_fit=[anomaly,reconstruction,no_such_task]",
+            "evaluate_after_fit=[anomaly,reconstruction]",
             'evaluate_overrides=["device=cpu","progress=false"]',
             "extras.print_config=false",
         ],
@@ -168,7 +176,6 @@ def test_evaluate_after_fit_reports_a_failed_task_and_runs_the_others(tmp_path):
     status = record["evaluation"]
     assert status["reconstruction"] == "completed"
     assert status["anomaly"].startswith("failed: ") and "holdout_digit" in status["anomaly"]
-    assert status["no_such_task"].startswith("failed: ")
     own = json.loads((tmp_path / "eval" / "reconstruction" / "metrics.json").read_text())
     assert record["reconstruction/mse"] == own["mse"] == metrics["reconstruction/mse"]
     assert record["reconstruction/n_checkpoints"] == 1 and record["reconstruction/mse_sd"] == 0
