@@ -39,11 +39,11 @@ from omegaconf import DictConfig, OmegaConf
 from lfbm_lightning import CONF_DIR
 from lfbm_lightning.checkpoints import load_model
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.data.selection import relocate
 from lfbm_lightning.distributed import ddp_job_scope, rank_and_world_size
 from lfbm_lightning.errors import CheckpointError, ConfigError
 from lfbm_lightning.metrics.fid import resolve_inception_weights
 from lfbm_lightning.tasks.base import Task
-from lfbm_lightning.tasks.examples import relocate
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,14 @@ FORBIDDEN = {
     "priors": {"inference", "models", "tasks", "callbacks", "generators"},
     "inference": {"models", "tasks", "callbacks", "generators"},
     "models": {"tasks", "callbacks", "generators"},
+    "data": {"inference", "models", "tasks", "callbacks", "metrics"},
+    "metrics": {"tasks", "callbacks"},
+    "callbacks": {"tasks"},
+    "tasks": {"callbacks"},
+    "errors": {"*"},
+    "densities": {"*"},
+    "images": {"*"},
+    "seeds": {"*"},
 }
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.langevin import EnergyFn, LangevinResult, langevin
 from lfbm_lightning.priors.base import Prior
+from lfbm_lightning.seeds import item_seed
 
 AUTOCAST_DTYPES = (None, "bfloat16", "float16")
 
@@ -51,11 +52,6 @@ class LatentModel(Protocol):
         """Every rank's ``tensor``, stacked on a new first dimension."""
 
 
-def example_seed(seed: int, index: int) -> int:
-    """The seed of example ``index`` in a run or evaluation seeded ``seed``."""
-    return int(seed) * 1_000_003 + int(index)
-
-
 def seeded_normal(
     index: torch.Tensor, seed: int, latent_dim: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
@@ -73,7 +69,7 @@ def seeded_normal(
         (B, d).
     """
     rows = [
-        torch.randn(latent_dim, generator=torch.Generator().manual_seed(example_seed(seed, i)))
+        torch.randn(latent_dim, generator=torch.Generator().manual_seed(item_seed(seed, i)))
         for i in index.tolist()
     ]
     if not rows:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lfbm_lightning.data.selection import relocate, select_examples
 from lfbm_lightning.distributed import gather_lists, shard_indices
 from lfbm_lightning.metrics.fid import (
     FeatureMoments,
@@ -33,8 +34,7 @@ from lfbm_lightning.metrics.fid import (
 from lfbm_lightning.models import LatentPriorModel
 
 # (dataset helpers the tasks share; a leaf module would suit them better)
-from lfbm_lightning.tasks.common import item_seed
-from lfbm_lightning.tasks.examples import relocate, select_examples
+from lfbm_lightning.seeds import item_seed
 
 LOADER_KEYS = frozenset({"batch_size", "num_workers", "pin_memory", "persistent_workers"})
 """Data set settings that do not change which images a split holds."""

@@ -39,8 +39,9 @@ from lfbm_lightning.distributed import rank_and_world_size
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.metrics.anomaly import anomaly_report
 from lfbm_lightning.models.energy import reconstruction_energy
+from lfbm_lightning.seeds import item_seed
 from lfbm_lightning.tasks.base import ExampleTask
-from lfbm_lightning.tasks.common import chain_settings, item_seed, reconstruct, start_latents
+from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.likelihood import image_log_likelihood, proposal_chain
 
 SCORES = {  # score name -> (per_example.csv column, what it is: Markdown, matplotlib mathtext)

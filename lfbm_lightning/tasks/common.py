@@ -11,12 +11,6 @@ import torch
 from lfbm_lightning.models import LatentPriorModel
 
 
-def item_seed(seed: int, item: int) -> int:
-    """The seed of item ``item`` (an example, a sample batch, a rank) of a run seeded ``seed``:
-    distinct for every item, whatever the batching or the number of ranks."""
-    return int(seed) * 1_000_003 + int(item)
-
-
 def start_latents(
     model: LatentPriorModel, indices: torch.Tensor, seed: int
 ) -> torch.Tensor | None:

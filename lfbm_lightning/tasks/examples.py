@@ -10,45 +10,18 @@ every rank's per-example rows to every rank, in example order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.data.selection import select_examples
 from lfbm_lightning.distributed import gather_lists, shard_indices
 from lfbm_lightning.errors import ConfigError
-
-
-def relocate(value: Any, old_dir: str, new_dir: str) -> Any:
-    """``value`` with every string path under ``old_dir`` moved under ``new_dir``, recursively
-    through mappings and lists (e.g. a data set config after its data moved)."""
-    if isinstance(value, Mapping):
-        return {k: relocate(v, old_dir, new_dir) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [relocate(v, old_dir, new_dir) for v in value]
-    old = old_dir.rstrip("/")
-    if isinstance(value, str) and old and (value + "/").startswith(old + "/"):
-        return new_dir.rstrip("/") + value[len(old) :]
-    return value
-
-
-def select_examples(dataset: Dataset, n_examples: int | None, seed: int) -> Dataset:
-    """The whole dataset, or ``n_examples`` items drawn at random with ``seed``.
-
-    The subset keeps the items' order (and their ``index`` field, the position in the split),
-    and a random draw keeps both classes of an anomaly test set, whose anomalies come last.
-    """
-    if n_examples is None or n_examples >= len(dataset):
-        return dataset
-    if n_examples < 1:
-        raise ConfigError(f"n_examples must be null or an integer >= 1, got {n_examples}")
-    chosen = np.random.RandomState(seed).choice(len(dataset), n_examples, replace=False)
-    return Subset(dataset, np.sort(chosen).tolist())
 
 
 def split_examples(

@@ -55,8 +55,8 @@ from lfbm_lightning.inference.importance import (
     tilt_log_normalizer,
 )
 from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.seeds import item_seed
 from lfbm_lightning.tasks.base import ExampleTask
-from lfbm_lightning.tasks.common import item_seed
 
 BPD_NOTE = (
     "bpd = -log p(x) / (D ln 2): density of the continuous images on the [-1, 1] scale, "

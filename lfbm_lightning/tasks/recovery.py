@@ -39,8 +39,9 @@ from lfbm_lightning.metrics.fid_statistics import (
     training_reference_stats,
 )
 from lfbm_lightning.metrics.reconstruction import per_image_mse
+from lfbm_lightning.seeds import item_seed
 from lfbm_lightning.tasks.base import ExampleTask
-from lfbm_lightning.tasks.common import chain_settings, item_seed, reconstruct, start_latents
+from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.outputs import FirstImages, is_writer
 
 FIGURE_GROUPS = 2

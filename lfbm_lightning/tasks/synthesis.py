@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from lfbm_lightning.data.selection import select_examples
 from lfbm_lightning.images import save_grid
 from lfbm_lightning.metrics.fid import fidelity_metrics, frechet_distance
 from lfbm_lightning.metrics.fid_statistics import (
@@ -27,7 +28,6 @@ from lfbm_lightning.metrics.fid_statistics import (
     training_reference_stats,
 )
 from lfbm_lightning.tasks.base import Task
-from lfbm_lightning.tasks.examples import select_examples
 from lfbm_lightning.tasks.outputs import is_writer
 
 

@@ -13,7 +13,7 @@ from lfbm_lightning.data.celeba import CelebADataModule
 from lfbm_lightning.data.cifar10 import CIFAR10DataModule
 from lfbm_lightning.data.digits import DigitsDataModule
 from lfbm_lightning.data.mnist import MNISTDataModule
-from lfbm_lightning.data.occlusion import expected_coverage, make_mask
+from lfbm_lightning.data.occlusion import MaskMaker, expected_coverage
 from lfbm_lightning.data.svhn import SVHNDataModule
 from lfbm_lightning.errors import DatasetFilesMissing
 from lfbm_lightning.training import prepare_before_fit
@@ -300,7 +300,7 @@ def test_occluded_digits_masks_are_fixed_2x2_holes_on_training_items_only():
     masks = stack(train, "mask")
     assert masks.shape == (len(train), 1, 8, 8) and len(train) == 1438
     for i in (0, 7, len(train) - 1):
-        assert torch.equal(masks[i], make_mask("salt_pepper", i, 8, 8, 5, 0.3, hole_size=2))
+        assert torch.equal(masks[i], MaskMaker("salt_pepper", 8, 8, 5, 0.3, hole_size=2)(i))
     missing = masks[:, 0] == 0
     # every missing pixel lies in a 2 x 2 block of missing pixels whose corner is in 0..5
     blocks = missing[:, :-1, :-1] & missing[:, 1:, :-1] & missing[:, :-1, 1:] & missing[:, 1:, 1:]
@@ -322,7 +322,7 @@ def test_masks_are_the_same_in_loader_workers():
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"image", "label", "index", "mask"}
     expected = torch.stack(
-        [make_mask("salt_pepper", int(i), 8, 8, 5, 0.3, hole_size=2) for i in batch["index"]]
+        [MaskMaker("salt_pepper", 8, 8, 5, 0.3, hole_size=2)(int(i)) for i in batch["index"]]
     )
     assert torch.equal(batch["mask"], expected)
 
@@ -344,7 +344,7 @@ def test_occluded_celeba_draws_the_protocol_masks_per_item(celeba_root):
     assert dm.occlusion.n_holes == 48  # docs/paper.md: 50% -> 48 holes of 8 x 8
     train = dm.splits["train"]
     for i in range(len(train)):
-        assert torch.equal(train[i]["mask"], make_mask("salt_pepper", i, 64, 64, 3, 0.5))
+        assert torch.equal(train[i]["mask"], MaskMaker("salt_pepper", 64, 64, 3, 0.5)(i))
     assert train.dataset.masks is None  # no mask tensor is materialised
     assert "mask" not in dm.splits["val"][0]
 

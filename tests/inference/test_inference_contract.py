@@ -16,9 +16,10 @@ from hydra.utils import instantiate
 
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference import PosteriorInference
-from lfbm_lightning.inference.base import example_seed, seeded_normal
+from lfbm_lightning.inference.base import seeded_normal
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.models.latent_model import build_posterior
+from lfbm_lightning.seeds import item_seed
 from lfbm_lightning.tasks import common
 from lfbm_lightning.training import resolved_config
 from tests.conftest import CONF, compose_config
@@ -140,9 +141,9 @@ def test_persistent_chains_are_the_state_of_the_persistent_option(trained):
 
 
 def test_seeded_starts_are_the_tasks_per_example_seeds():
-    assert [example_seed(3, i) for i in (0, 7)] == [common.item_seed(3, i) for i in (0, 7)]
+    assert [item_seed(3, i) for i in (0, 7)] == [3_000_009, 3_000_016]  # seed * 1000003 + i
     rows = seeded_normal(torch.tensor([7, 2]), 3, 5)
-    expected = torch.randn(5, generator=torch.Generator().manual_seed(common.item_seed(3, 2)))
+    expected = torch.randn(5, generator=torch.Generator().manual_seed(3_000_011))
     assert torch.equal(rows[1], expected)
 
 
