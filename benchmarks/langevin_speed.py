@@ -17,6 +17,10 @@ rounds each, and reports medians of:
   Lightning ``Trainer`` on ``LatentPriorModel.training_step``; the reference as a plain loop
   with two backward passes, two Adam steps and per-parameter ``.item()`` logging of gradient
   norms. The table also extrapolates both to the setting's K: iter(k) + (K - k) * step;
+- distance to the ceiling: ``gflops``, each step unit's achieved GFLOP/s (the FLOPs of the
+  generator forward plus backward to z, counted by ``torch.utils.flop_counter``, over its
+  median time), and ``of_matmul``, that rate over the GFLOP/s of a 2048 x 2048 float32 matmul
+  measured in the same run (``matmul_gflops``), on CPU and on CUDA;
 - peak memory: max-RSS growth of one step / one iteration, each in a fresh subprocess
   (``resource.getrusage``; on CUDA ``torch.cuda.max_memory_allocated``).
 
@@ -53,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -61,7 +66,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lfbm_lightning import CONF_DIR  # noqa: E402
-from lfbm_lightning.langevin import langevin  # noqa: E402
+from lfbm_lightning.langevin import frozen_parameters, langevin  # noqa: E402
 from lfbm_lightning.models import LatentPriorModel  # noqa: E402
 from lfbm_lightning.models.energy import posterior_energy_fn, reconstruction_energy  # noqa: E402
 
@@ -160,6 +165,24 @@ def floor(s: Setting) -> None:
     z = s.z0.detach().requires_grad_(True)
     energy = reconstruction_energy(s.x, s.ref_generator(z), s.sigma)
     torch.autograd.grad(energy.sum(), z)
+
+
+def step_flops(s: Setting) -> int:
+    """FLOPs of one step, counted by ``torch.utils.flop_counter`` on :func:`floor` (the
+    generator forward plus the backward to z; convolutions and matmuls, 2 FLOPs per MAC)."""
+    z = s.z0.detach().requires_grad_(True)
+    # .backward() with frozen weights: the counter's module hooks refuse autograd.grad
+    with frozen_parameters([s.ref_generator]), FlopCounterMode(display=False) as counter:
+        reconstruction_energy(s.x, s.ref_generator(z), s.sigma).sum().backward()
+    return int(counter.get_total_flops())
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's ceiling in this run: GFLOP/s of an (n, n) x (n, n) float32 matmul
+    (2 n^3 FLOPs), median of ``repeats`` after one warm-up."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    seconds = interleaved({"matmul": (lambda: a @ b, 1)}, repeats, device)["matmul"]
+    return 2 * n**3 / seconds / 1e9
 
 
 def our_chain(model: LatentPriorModel, s: Setting, n_steps: int) -> torch.Tensor:
@@ -384,6 +407,7 @@ def speed(setting: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         units["ours iteration"] = (LightningIterations(s.model, s), 1)
         units["reference iteration"] = (ReferenceTrainer(s, args.train_k).iteration, 1)
     t = interleaved(units, args.repeats, device)
+    flops, ceiling = step_flops(s), matmul_gflops(device)
     memory = measure_memory(setting, args) if args.memory else {}
     rows = []
     for name, seconds in t.items():
@@ -395,6 +419,9 @@ def speed(setting: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         else:
             row["vs_floor"] = seconds / t["floor"]
             row["vs_reference"] = seconds / t["reference"]
+            row["gflops"] = flops / seconds / 1e9  # the step's counted FLOPs per second
+            row["of_matmul"] = row["gflops"] / ceiling  # fraction of the matmul ceiling
+            row["matmul_gflops"] = ceiling
         unit_for_memory = {"ours": "ours step", "reference": "reference step"}.get(name, name)
         if unit_for_memory in memory:
             row["peak_mb"] = memory[unit_for_memory]
