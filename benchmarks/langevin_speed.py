@@ -280,6 +280,26 @@ class LightningIterations:
         return times[-1]
 
 
+class BareIteration:
+    """Our iteration's work without Lightning: ``k`` steps of the model's chain, its generator
+    and prior losses, one backward and the Adams of ``configure_optimizers``. Against
+    ``ours iteration`` it isolates what the ``Trainer`` itself holds (memory probes only)."""
+
+    def __init__(self, model: LatentPriorModel, s: Setting, k: int) -> None:
+        self.model, self.s, self.k = model, s, k
+        self.optimizers, _ = model.configure_optimizers()
+
+    def __call__(self) -> None:
+        m, x, rng = self.model, self.s.x, torch.Generator(device=self.s.device)
+        z = m.infer(x, n_steps=self.k, z0=self.s.z0, rng=rng).z
+        loss = reconstruction_energy(x, m.generator(z), m.sigma).mean() + m.prior.loss(z, rng)
+        for opt in self.optimizers:
+            opt.zero_grad()
+        loss.backward()
+        for opt in self.optimizers:
+            opt.step()
+
+
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
     """Wall-clock seconds of fn(); a float returned by fn is taken as its own measurement."""
     synchronize(device)
@@ -330,12 +350,18 @@ def _rss_mb(field: str) -> float:
     raise KeyError(field)
 
 
+def twice(fn: Callable[[], Any]) -> Callable[[], None]:
+    """fn called two times (the memory probes compare two iterations with two)."""
+    return lambda: [fn() for _ in range(2)] and None
+
+
 def memory_probe(setting: str, unit: str, batch: int, train_k: int, device: str) -> float:
     """Peak memory growth (MiB) of one unit of work, measured in this (fresh) process.
 
     CPU: the peak resident set while the unit runs minus the resident set before it. On Linux
     the peak is reset first (``/proc/self/clear_refs``), so the set-up's own peak cannot hide
-    the unit's; elsewhere it is the growth of ``getrusage``'s max RSS.
+    the unit's; elsewhere it is the growth of ``getrusage``'s max RSS. Iteration units run two
+    iterations (the first creates the Adam states), ours in a ``Trainer`` and without.
     """
     dev = torch.device(device)
     s = Setting(setting, batch, dev, train_k)
@@ -343,8 +369,10 @@ def memory_probe(setting: str, unit: str, batch: int, train_k: int, device: str)
         "floor": lambda: floor(s),
         "ours step": lambda: our_chain(s.model, s, 1),
         "reference step": lambda: reference_chain(s, 1, {}),
+        # two iterations each: a LightningIterations call fits two batches
         "ours iteration": LightningIterations(s.model, s),
-        "reference iteration": ReferenceTrainer(s, train_k).iteration,
+        "ours iteration, no Trainer": twice(BareIteration(s.model, s, train_k)),
+        "reference iteration": twice(ReferenceTrainer(s, train_k).iteration),
     }
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -367,7 +395,8 @@ def memory_probe(setting: str, unit: str, batch: int, train_k: int, device: str)
 def measure_memory(setting: str, args: argparse.Namespace) -> dict[str, float]:
     """Run :func:`memory_probe` for every unit, each in a fresh subprocess."""
     out = {}
-    for unit in ("floor", "ours step", "reference step", "ours iteration", "reference iteration"):
+    units = ("floor", "ours step", "reference step", "ours iteration", "reference iteration")
+    for unit in (*units, "ours iteration, no Trainer"):
         cmd = [
             sys.executable,
             __file__,
@@ -426,6 +455,9 @@ def speed(setting: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         if unit_for_memory in memory:
             row["peak_mb"] = memory[unit_for_memory]
         rows.append(row)
+    if "ours iteration, no Trainer" in memory:  # a memory probe only, not timed
+        unit = "ours iteration, no Trainer"
+        rows.append({"setting": setting, "unit": unit, "peak_mb": memory[unit]})
     return rows
 
 
