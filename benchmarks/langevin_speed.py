@@ -17,6 +17,10 @@ rounds each, and reports medians of:
   Lightning ``Trainer`` on ``LatentPriorModel.training_step``; the reference as a plain loop
   with two backward passes, two Adam steps and per-parameter ``.item()`` logging of gradient
   norms. The table also extrapolates both to the setting's K: iter(k) + (K - k) * step;
+- distance to the ceiling: ``gflops``, each step unit's achieved GFLOP/s (the FLOPs of the
+  generator forward plus backward to z, counted by ``torch.utils.flop_counter``, over its
+  median time), and ``of_matmul``, that rate over the GFLOP/s of a 2048 x 2048 float32 matmul
+  measured in the same run (``matmul_gflops``), on CPU and on CUDA;
 - peak memory: max-RSS growth of one step / one iteration, each in a fresh subprocess
   (``resource.getrusage``; on CUDA ``torch.cuda.max_memory_allocated``).
 
@@ -53,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -61,7 +66,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lfbm_lightning import CONF_DIR  # noqa: E402
-from lfbm_lightning.langevin import langevin  # noqa: E402
+from lfbm_lightning.langevin import frozen_parameters, langevin  # noqa: E402
 from lfbm_lightning.models import LatentPriorModel  # noqa: E402
 from lfbm_lightning.models.energy import posterior_energy_fn, reconstruction_energy  # noqa: E402
 
@@ -162,6 +167,24 @@ def floor(s: Setting) -> None:
     torch.autograd.grad(energy.sum(), z)
 
 
+def step_flops(s: Setting) -> int:
+    """FLOPs of one step, counted by ``torch.utils.flop_counter`` on :func:`floor` (the
+    generator forward plus the backward to z; convolutions and matmuls, 2 FLOPs per MAC)."""
+    z = s.z0.detach().requires_grad_(True)
+    # .backward() with frozen weights: the counter's module hooks refuse autograd.grad
+    with frozen_parameters([s.ref_generator]), FlopCounterMode(display=False) as counter:
+        reconstruction_energy(s.x, s.ref_generator(z), s.sigma).sum().backward()
+    return int(counter.get_total_flops())
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's ceiling in this run: GFLOP/s of an (n, n) x (n, n) float32 matmul
+    (2 n^3 FLOPs), median of ``repeats`` after one warm-up."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    seconds = interleaved({"matmul": (lambda: a @ b, 1)}, repeats, device)["matmul"]
+    return 2 * n**3 / seconds / 1e9
+
+
 def our_chain(model: LatentPriorModel, s: Setting, n_steps: int) -> torch.Tensor:
     """``n_steps`` steps of our posterior chain from the setting's z0."""
     return model.infer(s.x, n_steps=n_steps, z0=s.z0).z
@@ -257,6 +280,26 @@ class LightningIterations:
         return times[-1]
 
 
+class BareIteration:
+    """Our iteration's work without Lightning: ``k`` steps of the model's chain, its generator
+    and prior losses, one backward and the Adams of ``configure_optimizers``. Against
+    ``ours iteration`` it isolates what the ``Trainer`` itself holds (memory probes only)."""
+
+    def __init__(self, model: LatentPriorModel, s: Setting, k: int) -> None:
+        self.model, self.s, self.k = model, s, k
+        self.optimizers, _ = model.configure_optimizers()
+
+    def __call__(self) -> None:
+        m, x, rng = self.model, self.s.x, torch.Generator(device=self.s.device)
+        z = m.infer(x, n_steps=self.k, z0=self.s.z0, rng=rng).z
+        loss = reconstruction_energy(x, m.generator(z), m.sigma).mean() + m.prior.loss(z, rng)
+        for opt in self.optimizers:
+            opt.zero_grad()
+        loss.backward()
+        for opt in self.optimizers:
+            opt.step()
+
+
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
     """Wall-clock seconds of fn(); a float returned by fn is taken as its own measurement."""
     synchronize(device)
@@ -307,12 +350,18 @@ def _rss_mb(field: str) -> float:
     raise KeyError(field)
 
 
+def twice(fn: Callable[[], Any]) -> Callable[[], None]:
+    """fn called two times (the memory probes compare two iterations with two)."""
+    return lambda: [fn() for _ in range(2)] and None
+
+
 def memory_probe(setting: str, unit: str, batch: int, train_k: int, device: str) -> float:
     """Peak memory growth (MiB) of one unit of work, measured in this (fresh) process.
 
     CPU: the peak resident set while the unit runs minus the resident set before it. On Linux
     the peak is reset first (``/proc/self/clear_refs``), so the set-up's own peak cannot hide
-    the unit's; elsewhere it is the growth of ``getrusage``'s max RSS.
+    the unit's; elsewhere it is the growth of ``getrusage``'s max RSS. Iteration units run two
+    iterations (the first creates the Adam states), ours in a ``Trainer`` and without.
     """
     dev = torch.device(device)
     s = Setting(setting, batch, dev, train_k)
@@ -320,8 +369,10 @@ def memory_probe(setting: str, unit: str, batch: int, train_k: int, device: str)
         "floor": lambda: floor(s),
         "ours step": lambda: our_chain(s.model, s, 1),
         "reference step": lambda: reference_chain(s, 1, {}),
+        # two iterations each: a LightningIterations call fits two batches
         "ours iteration": LightningIterations(s.model, s),
-        "reference iteration": ReferenceTrainer(s, train_k).iteration,
+        "ours iteration, no Trainer": twice(BareIteration(s.model, s, train_k)),
+        "reference iteration": twice(ReferenceTrainer(s, train_k).iteration),
     }
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -344,7 +395,8 @@ def memory_probe(setting: str, unit: str, batch: int, train_k: int, device: str)
 def measure_memory(setting: str, args: argparse.Namespace) -> dict[str, float]:
     """Run :func:`memory_probe` for every unit, each in a fresh subprocess."""
     out = {}
-    for unit in ("floor", "ours step", "reference step", "ours iteration", "reference iteration"):
+    units = ("floor", "ours step", "reference step", "ours iteration", "reference iteration")
+    for unit in (*units, "ours iteration, no Trainer"):
         cmd = [
             sys.executable,
             __file__,
@@ -384,6 +436,7 @@ def speed(setting: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         units["ours iteration"] = (LightningIterations(s.model, s), 1)
         units["reference iteration"] = (ReferenceTrainer(s, args.train_k).iteration, 1)
     t = interleaved(units, args.repeats, device)
+    flops, ceiling = step_flops(s), matmul_gflops(device)
     memory = measure_memory(setting, args) if args.memory else {}
     rows = []
     for name, seconds in t.items():
@@ -395,10 +448,16 @@ def speed(setting: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         else:
             row["vs_floor"] = seconds / t["floor"]
             row["vs_reference"] = seconds / t["reference"]
+            row["gflops"] = flops / seconds / 1e9  # the step's counted FLOPs per second
+            row["of_matmul"] = row["gflops"] / ceiling  # fraction of the matmul ceiling
+            row["matmul_gflops"] = ceiling
         unit_for_memory = {"ours": "ours step", "reference": "reference step"}.get(name, name)
         if unit_for_memory in memory:
             row["peak_mb"] = memory[unit_for_memory]
         rows.append(row)
+    if "ours iteration, no Trainer" in memory:  # a memory probe only, not timed
+        unit = "ours iteration, no Trainer"
+        rows.append({"setting": setting, "unit": unit, "peak_mb": memory[unit]})
     return rows
 
 

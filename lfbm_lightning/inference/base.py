@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.langevin import EnergyFn, LangevinResult, langevin
+from lfbm_lightning.inference.fit import FitResult, PassCount, check_fit, fast_fit, protocol_fit
+from lfbm_lightning.langevin import EnergyFn, LangevinResult, frozen_parameters, langevin
 from lfbm_lightning.priors.base import Prior
 from lfbm_lightning.seeds import item_seed
 
@@ -238,6 +239,32 @@ class PosteriorInference(nn.Module, ABC):
         step_size = self.eval_step_size if step_size is None else float(step_size)
         return n_steps, step_size
 
+    def fit(
+        self,
+        model: LatentModel,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        z0: torch.Tensor,
+        n_steps: int,
+        step_size: float,
+        fit: str = "protocol",
+    ) -> FitResult:
+        """Fit z to images x (B, C, H, W) from z0 (B, d) by ``fit`` (:mod:`~.fit`):
+        ``protocol``, ``n_steps`` noise-free Langevin steps of ``step_size``; ``fast``, Adam
+        with a per-image stopping rule, at most ``n_steps`` steps. Generator and prior frozen.
+        """
+
+        def energy_of(rows: torch.Tensor) -> EnergyFn:
+            if rows.numel() == x.shape[0]:
+                return model.posterior_energy(x, mask, **options)
+            return model.posterior_energy(x[rows], None if mask is None else mask[rows], **options)
+
+        options = {"autocast_dtype": self.autocast_dtype, "compile": self.compile}
+        with frozen_parameters((model.generator, model.prior)):
+            if check_fit(fit) == "fast":
+                return fast_fit(z0, energy_of, n_steps)
+            return protocol_fit(z0, energy_of, n_steps, step_size)
+
     def reconstruct(
         self,
         model: LatentModel,
@@ -249,9 +276,12 @@ class PosteriorInference(nn.Module, ABC):
         n_steps: int | None = None,
         step_size: float | None = None,
         z0: torch.Tensor | None = None,
+        fit: str = "protocol",
+        count: PassCount | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fit z to images x (B, C, H, W) by noise-free Langevin (gradient descent on E with
-        rate s^2 / 2) from z0 (default :meth:`start` of (x, index, seed)), then decode.
+        """Fit z to images x (B, C, H, W) from z0 (default :meth:`start` of (x, index, seed))
+        by :meth:`fit` (default: the paper's noise-free Langevin, gradient descent on E with
+        rate s^2 / 2), then decode; the generator passes are added to ``count``.
 
         The one reconstruction of the project: ``val/mse`` and every evaluation task use it.
         Deterministic given (model, x, index, seed): it draws from no shared stream.
@@ -262,9 +292,11 @@ class PosteriorInference(nn.Module, ABC):
         n_steps, step_size = self.eval_settings(n_steps, step_size)
         if z0 is None:
             z0 = self.start(model, x, mask, index, seed)
-        z = self.chain(model, x, mask, z0, n_steps, step_size, noise=False).z
+        result = self.fit(model, x, mask, z0, n_steps, step_size, fit)
+        if count is not None:
+            count.add(result)
         with torch.no_grad():
-            return model.generator(z), z
+            return model.generator(result.z), result.z
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict[str, torch.Tensor]:

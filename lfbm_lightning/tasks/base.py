@@ -22,6 +22,8 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.distributed import gather_lists
+from lfbm_lightning.inference.fit import PassCount, check_fit
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.examples import (
     all_rows,
@@ -55,6 +57,21 @@ class Task:
         self.out_dir = Path(out_dir)
         self.name = str(cfg.task.name)
         self.settings = cfg[self.name]
+        self.fit = check_fit(str(self.settings.get("fit") or "protocol"), f"{self.name}.fit")
+        """How the task's evaluation chains fit z: ``protocol`` (the paper's noise-free
+        Langevin, the default) or ``fast`` (:mod:`lfbm_lightning.inference.fit`), from the
+        task's ``fit`` option; pass it and :attr:`count` to the fits."""
+        self.count = PassCount()
+        """Generator passes of this rank's fits."""
+
+    def fit_results(self) -> dict[str, Any]:
+        """``fit``, ``generator_passes`` and ``passes_per_fit`` summed over every rank's fits;
+        empty when the task ran no fit (e.g. a sampling chain)."""
+        total = PassCount()
+        for passes, images in gather_lists([(self.count.passes, self.count.images)]):
+            total.passes += passes
+            total.images += images
+        return total.results(self.fit) if total.images else {}
 
     def run(self) -> dict[str, Any]:
         """Write the task's files; return its results (every rank: the same results)."""
@@ -110,7 +127,7 @@ class ExampleTask(Task):
         for batch in device_batches(loader, self.model.device, self.name, self.cfg.progress):
             rows += self.score(batch)
         rows = all_rows(rows, self.sort_key)
-        results = self.summarize(rows)
+        results = self.summarize(rows) | self.fit_results()
         if is_writer():
             write_csv(rows, self.out_dir / "per_example.csv")
             self.write_figures(rows, results)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from lfbm_lightning.inference.fit import PassCount
 from lfbm_lightning.models import LatentPriorModel
 
 
@@ -40,9 +41,14 @@ def reconstruct(
     step_size: float,
     mask: torch.Tensor | None = None,
     z0: torch.Tensor | None = None,
+    *,
+    fit: str = "protocol",
+    count: PassCount | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit z by noise-free Langevin (gradient descent with rate s^2 / 2) on the posterior energy
-    E(z) = ||m * (x - g(z))||^2 / (2 sigma^2) - log p(z), then decode.
+    """Fit z on the posterior energy E(z) = ||m * (x - g(z))||^2 / (2 sigma^2) - log p(z), by
+    noise-free Langevin (``fit="protocol"``: gradient descent with rate s^2 / 2, the paper's) or
+    by the fast fit (``"fast"``: Adam, per-image stopping; :mod:`lfbm_lightning.inference.fit`),
+    then decode.
 
     Args:
         model: the trained model (its generator, prior and sigma).
@@ -52,11 +58,21 @@ def reconstruct(
         mask: optional (B, 1, H, W), 1 = observed: only observed pixels enter E.
         z0: initial z (B, d); None: the inference method's start (N(0, I) seeded with the
             model's seed and the position in the batch, or the encoder's mean).
+        fit: ``protocol`` or ``fast``; ``n_steps`` caps the fast fit.
+        count: adds the generator passes of the fit (a task's :class:`PassCount`).
 
     Returns:
         (g(z) (B, C, H, W), z (B, d)), from the one reconstruction path,
         :meth:`~lfbm_lightning.inference.PosteriorInference.reconstruct` (also ``val/mse``).
     """
     return model.posterior.reconstruct(
-        model, x, mask, seed=model.seed, n_steps=n_steps, step_size=step_size, z0=z0
+        model,
+        x,
+        mask,
+        seed=model.seed,
+        n_steps=n_steps,
+        step_size=step_size,
+        z0=z0,
+        fit=fit,
+        count=count,
     )

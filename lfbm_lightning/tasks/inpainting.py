@@ -95,7 +95,9 @@ class Inpainting(ExampleTask):
         for restart in range(self.settings.n_restarts):
             z0 = self.model.prior.sample(x.shape[0])
             n_steps, step_size = self.settings.n_steps, self.settings.step_size
-            g, _ = reconstruct(self.model, x, n_steps, step_size, mask, z0)
+            g, _ = reconstruct(
+                self.model, x, n_steps, step_size, mask, z0, fit=self.fit, count=self.count
+            )
             filled = x * mask + g * (1.0 - mask)
             scores = [
                 per_image_mse(x, filled, 1.0 - mask).tolist(),

@@ -45,7 +45,9 @@ class Reconstruction(ExampleTask):
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
         z0 = start_latents(self.model, batch["index"], self.cfg.seed)
-        x_hat, _ = reconstruct(self.model, x, self.n_steps, self.step_size, z0=z0)
+        x_hat, _ = reconstruct(
+            self.model, x, self.n_steps, self.step_size, z0=z0, fit=self.fit, count=self.count
+        )
         mse = per_image_mse(x, x_hat).tolist()
         mse_01 = per_image_mse(x, x_hat, scale="[0,1]").tolist()
         self.shown.add(x, x_hat)

@@ -105,7 +105,16 @@ class Recovery(ExampleTask):
         """g(z) (B, C, H, W) of z inferred from the observed pixels of x by the chosen chain."""
         z0 = start_latents(self.model, index, self.cfg.seed)
         if self.chain == "fit":
-            return reconstruct(self.model, x, self.n_steps, self.step_size, mask, z0)[0]
+            return reconstruct(
+                self.model,
+                x,
+                self.n_steps,
+                self.step_size,
+                mask,
+                z0,
+                fit=self.fit,
+                count=self.count,
+            )[0]
         seed = item_seed(self.cfg.seed, int(index[0]))
         rng = torch.Generator(device=x.device).manual_seed(seed)
         z = self.model.infer(

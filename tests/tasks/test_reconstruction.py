@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lfbm_lightning.data.digits import DigitsDataModule
+from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.common import reconstruct
 from tests.tasks.conftest import HOLDOUT_DIGIT
@@ -52,3 +53,25 @@ def test_reconstruction_task_writes_csv_grid_and_image_averaged_mse(digits_ckpt,
     # 16 examples in 4 blocks of (original | reconstruction) columns
     assert grid_shape(out / "reconstructions.png", labelled=True) == (4, 8)
     assert "| mse | " in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_fast_fit_matches_the_protocol_mse_with_five_times_fewer_passes(digits_ckpt, run_task):
+    """The paper's 400 noise-free steps against the fast fit (cap 400) on the same 200 test
+    images of a trained digits checkpoint: MSE within 1% (lower is fine), >= 5x fewer passes,
+    and metrics.json says which fit ran and how many passes it took."""
+    options = ["reconstruction.n_steps=400", "reconstruction.n_examples=200"]
+    protocol, _ = run_task(digits_ckpt, "reconstruction", options)
+    fast, _ = run_task(digits_ckpt, "reconstruction", [*options, "reconstruction.fit=fast"])
+    assert protocol["fit"] == "protocol" and fast["fit"] == "fast"
+    assert protocol["generator_passes"] == 400 * 200
+    assert protocol["passes_per_fit"] == 400.0
+    assert fast["generator_passes"] == pytest.approx(fast["passes_per_fit"] * 200)
+    assert fast["passes_per_fit"] * 5 <= protocol["passes_per_fit"]
+    assert fast["mse"] <= 1.01 * protocol["mse"]
+
+
+def test_unknown_fit_is_refused(tiny_ckpt, run_task):
+    refused = r"reconstruction.fit must be one of \['protocol', 'fast'\]"
+    with pytest.raises(ConfigError, match=refused):
+        run_task(tiny_ckpt, "reconstruction", ["reconstruction.fit=adam"])

@@ -1,0 +1,157 @@
+"""Generator passes and quality of the fast fit against the paper's evaluation protocol.
+
+For each setting, the same images and the same seeded N(0, I) starts are fitted twice through
+:meth:`~lfbm_lightning.inference.PosteriorInference.fit`: ``protocol`` (20 x K noise-free steps
+of ``inference.eval_step_size``, docs/paper.md#reconstruction-mse) and ``fast`` (Adam on z with
+the per-image stopping rule, capped at 20 x K; lfbm_lightning/inference/fit.py). Printed: the
+mean generator passes per image (counted exactly), their ratio, the MSE ([-1, 1] scale) of
+each fit, and, for a digits checkpoint with a held-out digit, the AUPRC of -log p(x, z).
+
+Models:
+- ``digits``: a ``train.py`` checkpoint (``--digits-ckpt``; with ``dataset.holdout_digit`` its
+  test split has the anomaly labels), scored on all of its evaluation split.
+- ``synthetic``: ``dataset=synthetic``, trained here briefly on its training split.
+- ``svhn``, ``celeba``, ``cifar10``: the paper settings' models, trained here briefly on
+  images of a random teacher (the same architecture with other random weights, no dataset
+  files needed).
+
+Brief training: ``--train-iters`` iterations of the paper's recipe (K-step Langevin posterior,
+then one Adam step on the generator and the prior), batch ``--batch``.
+
+    python benchmarks/fast_fit.py --settings digits --digits-ckpt last.ckpt --protocol-steps 400
+    python benchmarks/fast_fit.py --settings synthetic
+    python benchmarks/fast_fit.py --settings svhn celeba cifar10 --n-images 16
+
+Counts and quality only: no wall-clock (which needs an idle machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.langevin_speed import run_config  # noqa: E402
+from lfbm_lightning.checkpoints import load_model  # noqa: E402
+from lfbm_lightning.evaluation import build_datamodule  # noqa: E402
+from lfbm_lightning.inference.base import seeded_normal  # noqa: E402
+from lfbm_lightning.metrics.anomaly import auprc  # noqa: E402
+from lfbm_lightning.metrics.reconstruction import per_image_mse  # noqa: E402
+from lfbm_lightning.models import LatentPriorModel  # noqa: E402
+from lfbm_lightning.models.energy import reconstruction_energy  # noqa: E402
+
+TEACHER_SEED = 123
+
+
+def brief_training(model: LatentPriorModel, images: torch.Tensor, iters: int, batch: int):
+    """``iters`` iterations of the paper's recipe on ``images`` (N, C, H, W), in place."""
+    params = list(model.generator.parameters()) + list(model.prior.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(iters):
+        x = images[torch.randint(len(images), (batch,), generator=rng)]
+        z = model.infer(x, rng=rng).z
+        loss = reconstruction_energy(x, model.generator(z), model.sigma).mean()
+        loss = loss + model.prior.loss(z, rng=rng)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def teacher_images(config: dict, n: int) -> torch.Tensor:
+    """g*(z), z ~ N(0, I): ``n`` images of a random generator of the setting's architecture."""
+    torch.manual_seed(TEACHER_SEED)
+    teacher = LatentPriorModel(config)
+    z = torch.randn(n, teacher.latent_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return teacher.generator(z)
+
+
+def split_images(config: dict, split: str) -> torch.Tensor:
+    """Every image of a split of the setting's own data module."""
+    datamodule = instantiate(config["dataset"])
+    datamodule.setup("fit")
+    return torch.stack([item["image"] for item in datamodule.splits[split]])
+
+
+def setting_model(name: str, args: argparse.Namespace):
+    """(model, evaluation images (N, C, H, W), their labels or None) of a setting."""
+    if name == "digits":
+        if args.digits_ckpt is None:
+            raise SystemExit("error: the digits row needs --digits-ckpt (a train.py checkpoint)")
+        model = load_model(Path(args.digits_ckpt), torch.device("cpu"))
+        datamodule = build_datamodule(model.config, None)
+        split = datamodule.splits[datamodule.evaluation_split]
+        items = [split[i] for i in range(len(split))]  # all of it: the held-out digit is last
+        labels = torch.tensor([int(item["label"]) for item in items])
+        labels = labels if model.config["dataset"].get("holdout_digit") is not None else None
+        return model, torch.stack([item["image"] for item in items]), labels
+    config = run_config(name)
+    torch.manual_seed(0)
+    model = LatentPriorModel(config)
+    if name == "synthetic":
+        train, test = split_images(config, "train"), split_images(config, "test")
+    else:
+        images = teacher_images(config, args.n_train + args.n_images)
+        train, test = images[: args.n_train], images[args.n_train :]
+    brief_training(model, train, args.train_iters, args.batch)
+    return model, test[: args.n_images], None
+
+
+def compare(name: str, args: argparse.Namespace) -> dict[str, object]:
+    model, x, labels = setting_model(name, args)
+    model.eval()
+    n_steps, step_size = model.posterior.eval_settings(args.protocol_steps, None)
+    z0 = seeded_normal(torch.arange(len(x)), 1, model.latent_dim)
+    row: dict[str, object] = {"setting": name, "n_images": len(x), "protocol_steps": n_steps}
+    for fit in ("protocol", "fast"):
+        result = model.posterior.fit(model, x, None, z0, n_steps, step_size, fit)
+        with torch.no_grad():
+            x_hat = model.generator(result.z)
+            row[f"{fit}_passes"] = float(result.passes.float().mean())
+            row[f"{fit}_mse"] = float(per_image_mse(x, x_hat).mean())
+            if labels is not None:
+                energy = reconstruction_energy(x, x_hat, model.sigma)
+                scores = energy - model.prior.log_prob(result.z)
+                row[f"{fit}_auprc"] = auprc(scores.numpy(), labels.numpy())
+    row["pass_ratio"] = row["protocol_passes"] / row["fast_passes"]
+    row["mse_change"] = row["fast_mse"] / row["protocol_mse"] - 1
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", nargs="+", default=["digits", "synthetic"])
+    parser.add_argument("--digits-ckpt", default=None)
+    parser.add_argument("--protocol-steps", type=int, default=None, help="default: eval_steps")
+    parser.add_argument("--n-images", type=int, default=200)
+    parser.add_argument("--n-train", type=int, default=200)
+    parser.add_argument("--train-iters", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        "| setting | images | protocol passes | fast passes | ratio | protocol MSE | fast MSE "
+        "| MSE change | protocol AUPRC | fast AUPRC |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.settings:
+        r = compare(name, args)
+        au = [f"{r[k]:.4f}" if k in r else "-" for k in ("protocol_auprc", "fast_auprc")]
+        print(
+            f"| {name} | {r['n_images']} | {r['protocol_passes']:.0f} | {r['fast_passes']:.1f} "
+            f"| {r['pass_ratio']:.2f}x | {r['protocol_mse']:.5f} | {r['fast_mse']:.5f} "
+            f"| {r['mse_change']:+.2%} | {au[0]} | {au[1]} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
