@@ -179,7 +179,9 @@ class Anomaly(ExampleTask):
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
         z0 = start_latents(self.model, batch["index"], self.cfg.seed)
-        x_hat, z = reconstruct(self.model, x, self.n_steps, self.step_size, z0=z0)
+        x_hat, z = reconstruct(
+            self.model, x, self.n_steps, self.step_size, z0=z0, fit=self.fit, count=self.count
+        )
         with torch.no_grad():
             energy = reconstruction_energy(x, x_hat, self.model.sigma).double()
             log_prior = self.model.prior.log_prob(z).double()

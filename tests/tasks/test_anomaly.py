@@ -108,3 +108,14 @@ def test_anomaly_needs_a_held_out_digit():
     with pytest.raises(ValueError, match=r"dataset.holdout_digit=0..9"):
         check_holdout(DigitsDataModule(holdout_digit=None))
     assert check_holdout(DigitsDataModule(holdout_digit=7)) == 7
+
+
+def test_fast_fit_scores_with_fewer_counted_passes(digits_ckpt, run_task):
+    common = ["anomaly.n_examples=40", "anomaly.n_steps=100"]
+    protocol, _ = run_task(digits_ckpt, "anomaly", common)
+    fast, _ = run_task(digits_ckpt, "anomaly", [*common, "anomaly.fit=fast"])
+    assert (protocol["fit"], fast["fit"]) == ("protocol", "fast")
+    assert protocol["generator_passes"] == 40 * 100  # every image, every step
+    assert fast["generator_passes"] < protocol["generator_passes"]
+    assert fast["passes_per_fit"] == pytest.approx(fast["generator_passes"] / 40)
+    assert abs(fast["auprc"] - protocol["auprc"]) < 0.05
