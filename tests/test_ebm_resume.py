@@ -3,17 +3,11 @@ uninterrupted run ends: the prior sampler's own noise stream is checkpointed too
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 import torch
 
-from tests.conftest import REPO, run_entry_point
-from tests.test_resume import final_state, saved_epoch
+from tests.conftest import run_entry_point
+from tests.test_resume import final_state, kill_at_first_checkpoint
 
 RUN = [
     "prior=ebm",
@@ -36,19 +30,7 @@ def test_killed_ebm_run_resumes_bit_identically(tmp_path):
 
     killed = tmp_path / "killed"
     last = killed / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), f"hydra.run.dir={killed}", *RUN],
-        cwd=REPO,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while saved_epoch(last) < 0 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = saved_epoch(last)
+    killed_at = kill_at_first_checkpoint(killed, RUN)
     assert 0 <= killed_at < 2, f"the run was not killed mid-training (last epoch {killed_at})"
 
     result = run_entry_point("train.py", [f"hydra.run.dir={killed}", *RUN, f"ckpt_path={last}"])

@@ -34,6 +34,25 @@ def saved_epoch(path) -> int:
         return -1
 
 
+def kill_at_first_checkpoint(run_dir, args: list[str]) -> int:
+    """Start ``train.py args`` into ``run_dir``, SIGKILL it as soon as its first
+    ``last.ckpt`` is on disk; returns the epoch that checkpoint holds (-1: none)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run_dir}", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while saved_epoch(last) < 0 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return saved_epoch(last)
+
+
 def final_state(run_dir) -> dict:
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     return checkpoint
@@ -47,20 +66,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
 
     killed = tmp_path / "killed"
     last = killed / "checkpoints" / "last.ckpt"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), f"hydra.run.dir={killed}", *RUN],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while saved_epoch(last) < 0 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = saved_epoch(last)
+    killed_at = kill_at_first_checkpoint(killed, RUN)
     assert 0 <= killed_at < 3, f"the run was not killed mid-training (last epoch {killed_at})"
 
     resume = [f"hydra.run.dir={killed}", *RUN, f"ckpt_path={last}"]
