@@ -45,3 +45,11 @@ def test_default_is_the_flow_prior_on_digits(compose_cfg):
     assert list(cfg.model.prior_optimizer.betas) == [0.5, 0.999]
     assert cfg.model.lr_gamma == 0.998
     assert cfg.generator.latent_dim == cfg.prior.latent_dim == cfg.latent_dim
+
+
+@pytest.mark.parametrize(("prior", "k"), [("ebm", 20), ("flow", 40), ("gaussian", 40)])
+def test_lebm_keeps_its_posterior_k1_on_cifar10(compose_cfg, prior, k):
+    """LEBM's posterior chain is K1 = 20 on every data set (docs/paper.md#hyperparameters);
+    the flow and Gaussian priors take CIFAR-10's K = 40. Evaluation chains stay 20 x 40."""
+    cfg = compose_cfg(["dataset=cifar10", f"prior={prior}"])
+    assert (cfg.inference.n_steps, cfg.inference.eval_steps) == (k, 800)
