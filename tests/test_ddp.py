@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lfbm_lightning.distributed import gather_lists, shard_indices
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, TINY, run_entry_point
 
 TESTS = Path(__file__).parent
 
@@ -242,3 +242,53 @@ def test_slurm_tasks_are_the_ranks_and_reproduce_the_ddp_run(ddp_runs, tmp_path)
         assert torch.equal(report["end"], reference["end"])
         assert report["losses"] == reference["losses"]
     assert {p.name for p in (tmp_path / "two").iterdir()} == RUN_DIR_ENTRIES
+
+
+EVALUATE_OVERRIDES = [
+    "device=cpu",
+    "progress=false",
+    "reconstruction.n_examples=20",
+    "reconstruction.n_steps=5",
+]
+
+
+@pytest.mark.slow
+def test_evaluation_after_fit_runs_in_both_ranks_and_matches_one_process(tmp_path):
+    """``evaluate_after_fit`` in a 2-process job: both ranks share the reconstruction out (the
+    task's summary says ``processes: 2``) and the row's number is what ``evaluate.py
+    devices=1`` gives for that run's checkpoint. ``anomaly`` fails on both ranks (no held-out
+    digit) without holding up the task after it."""
+    run = tmp_path / "two"
+    args = [*RUN, *TWO_PROCESSES, f"hydra.run.dir={run}", f"+callbacks.probe.out_dir={tmp_path}"]
+    args += [
+        "evaluate_after_fit=[anomaly,reconstruction]",
+        f"evaluate_overrides=[{','.join(EVALUATE_OVERRIDES)}]",
+        "extras.print_config=false",
+    ]
+    finish(start_train(args, tmp_path / "two.log"), tmp_path / "two.log")
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    assert record["evaluation"]["reconstruction"] == "completed"
+    anomaly = record["evaluation"]["anomaly"]
+    assert anomaly.startswith("failed (rank 0): ") and "holdout_digit" in anomaly
+    task = json.loads((run / "eval" / "reconstruction" / "metrics.json").read_text())
+    assert task["processes"] == 2 and task["n_images"] == 20
+    assert record["reconstruction/mse"] == task["mse"]
+
+    alone = tmp_path / "alone"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    result = run_entry_point(
+        "evaluate.py",
+        [
+            f"ckpt_path={ckpt}",
+            "task=reconstruction",
+            "devices=1",
+            *EVALUATE_OVERRIDES,
+            f"hydra.run.dir={alone}",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = json.loads((alone / "metrics.json").read_text())
+    assert one["processes"] == 1 and one["n_images"] == 20
+    assert record["reconstruction/mse"] == pytest.approx(one["mse"], rel=1e-5, abs=1e-8)
+    assert record["reconstruction/mse_01"] == pytest.approx(one["mse_01"], rel=1e-5, abs=1e-8)
