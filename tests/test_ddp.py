@@ -111,6 +111,27 @@ def test_two_processes_gather_every_rank_s_rows(tmp_path, monkeypatch):
             assert results[n]["rows"] == [gather_worker.item_result(i) for i in order]
 
 
+@pytest.mark.slow
+def test_a_task_failing_on_one_rank_after_fit_fails_on_every_rank(tmp_path, monkeypatch):
+    """Two ranks run ``evaluate_after_fit``; ``anomaly`` raises on rank 1 alone: both ranks
+    report it failed with rank 1's error and go on to ``reconstruction`` together, whose
+    numbers are rank 0's on both; rank 0 alone writes metrics.json."""
+    monkeypatch.syspath_prepend(str(TESTS))  # spawned processes import ddp_probe by name
+    import ddp_probe
+
+    torch.multiprocessing.spawn(ddp_probe.after_fit_worker, args=(2, str(tmp_path)), nprocs=2)
+    added = [json.loads((tmp_path / f"added{r}.json").read_text()) for r in (0, 1)]
+    assert added[0] == added[1]
+    assert added[0]["evaluation"] == {
+        "anomaly": "failed (rank 1): RuntimeError: out of memory on rank 1",
+        "reconstruction": "completed",
+    }
+    assert added[0]["reconstruction/mse"] == 0.5  # rank 0's number (rank 1's is 1.5)
+    assert added[0]["reconstruction/on_device"] == 1.0
+    assert "anomaly/mse" not in added[0]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == added[0]
+
+
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory):
     """A 2-process run (2 x 50 images per step) and a 1-process run (1 x 100) of 4 steps, both
@@ -247,8 +268,8 @@ def test_slurm_tasks_are_the_ranks_and_reproduce_the_ddp_run(ddp_runs, tmp_path)
 EVALUATE_OVERRIDES = [
     "device=cpu",
     "progress=false",
-    "reconstruction.n_examples=20",
-    "reconstruction.n_steps=5",
+    "++reconstruction.n_examples=20",  # ++: the anomaly task's config has no such node
+    "++reconstruction.n_steps=5",
 ]
 
 
@@ -262,7 +283,7 @@ def test_evaluation_after_fit_runs_in_both_ranks_and_matches_one_process(tmp_pat
     args = [*RUN, *TWO_PROCESSES, f"hydra.run.dir={run}", f"+callbacks.probe.out_dir={tmp_path}"]
     args += [
         "evaluate_after_fit=[anomaly,reconstruction]",
-        f"evaluate_overrides=[{','.join(EVALUATE_OVERRIDES)}]",
+        "evaluate_overrides=[" + ",".join(f'"{o}"' for o in EVALUATE_OVERRIDES) + "]",
         "extras.print_config=false",
     ]
     finish(start_train(args, tmp_path / "two.log"), tmp_path / "two.log")
