@@ -18,12 +18,12 @@ In a DDP job (an initialised process group of N > 1 ranks) every rank runs the t
 the job's ``ddp_job_scope``, in its process group and on its own training device (the evaluate
 settings ``device``, ``devices`` and ``num_nodes`` are not used): each task shares its work out
 over the N ranks exactly as ``evaluate.py devices=N`` does. After each task the ranks exchange
-their outcome (one ``all_gather_object``): an error on any rank fails the task on all, with
-that rank's error in the row, and every rank keeps rank 0's numbers, so all ranks agree and
-run the next task together. Rank 0 alone writes the files. A rank that fails on its own in the
-middle of a task's exchanges (e.g. out of memory on one device; not a setting, checkpoint or
-data error, which happen before them) is not recovered from: the others wait until the
-process group's timeout.
+their outcome (one ``all_gather_object``): an error on any rank fails the task on all
+(``"failed (rank r): <the error>"``, r the first failing rank), and every rank keeps rank 0's
+numbers, so all ranks agree and run the next task together. Rank 0 alone writes the files.
+A rank that fails on its own in the middle of a task's exchanges (e.g. out of memory on one
+device; not a setting, checkpoint or data error, which happen before them) is not recovered
+from: the others wait until the process group's timeout.
 """
 
 from __future__ import annotations
