@@ -14,8 +14,16 @@ The run's ``metrics.json`` then gains, per task ``t`` and number ``m`` it report
 one checkpoint) and ``"t/n_checkpoints"``, and ``"evaluation": {t: "completed" | "failed: <the
 error>"}``: one failing task is reported in the row and the others still run.
 
-In a DDP job the evaluation runs on rank 0 alone (``devices=1``), after the other ranks have
-left ``trainer.fit``.
+In a DDP job (an initialised process group of N > 1 ranks) every rank runs the tasks, inside
+the job's ``ddp_job_scope``, in its process group and on its own training device (the evaluate
+settings ``device``, ``devices`` and ``num_nodes`` are not used): each task shares its work out
+over the N ranks exactly as ``evaluate.py devices=N`` does. After each task the ranks exchange
+their outcome (one ``all_gather_object``): an error on any rank fails the task on all
+(``"failed (rank r): <the error>"``, r the first failing rank), and every rank keeps rank 0's
+numbers, so all ranks agree and run the next task together. Rank 0 alone writes the files.
+A rank that fails on its own in the middle of a task's exchanges (e.g. out of memory on one
+device; not a setting, checkpoint or data error, which happen before them) is not recovered
+from: the others wait until the process group's timeout.
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from lfbm_lightning import CONF_DIR
+from lfbm_lightning.distributed import gather_lists, rank_and_world_size
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.evaluation import CHECKPOINT_PATTERN, TASK_DIR, evaluate, is_number
 
@@ -83,28 +94,59 @@ def row_numbers(task: str, summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def evaluate_after_fit(cfg: DictConfig, out_dir: Path, ckpt_dir: Path) -> dict[str, Any]:
+def evaluate_after_fit(
+    cfg: DictConfig, out_dir: Path, ckpt_dir: Path, device: torch.device | None = None
+) -> dict[str, Any]:
     """Run every task of ``cfg.evaluate_after_fit`` on the run's checkpoint(s) and add their
-    numbers to ``out_dir/metrics.json`` (module docstring); returns what was added."""
+    numbers to ``out_dir/metrics.json`` (module docstring); returns what was added, the same
+    on every rank.
+
+    Args:
+        cfg: the training config.
+        out_dir: the run directory (``metrics.json``, ``eval/<task>/``).
+        ckpt_dir: the run's ``checkpoints/``.
+        device: this rank's device in a distributed job (the evaluate ``device`` otherwise).
+    """
     names = task_names(cfg)
     if not names:
         return {}
+    rank, world_size = rank_and_world_size()
+    if world_size > 1:
+        dist.barrier()  # every rank sees the checkpoint rank 0 wrote
     ckpt = run_checkpoints(ckpt_dir)
     extra = list(OmegaConf.select(cfg, "evaluate_overrides", default=None) or [])
     added: dict[str, Any] = {}
     status: dict[str, str] = {}
     for name in names:
-        try:
-            eval_cfg = compose_evaluate([f"task={name}", *extra])
-            eval_cfg.ckpt_path = str(ckpt)
-            eval_cfg.paths.output_dir = str(out_dir / "eval" / name)
-            added |= row_numbers(name, evaluate(eval_cfg))
+        numbers, error = run_one(name, extra, ckpt, out_dir / "eval" / name, device)
+        outcomes = gather_lists([(numbers, error)])  # one per rank, in rank order
+        failed = [(r, e) for r, (_, e) in enumerate(outcomes) if e is not None]
+        if failed:
+            where = f" (rank {failed[0][0]})" if world_size > 1 else ""
+            status[name] = f"failed{where}: {failed[0][1]}"
+        else:
+            added |= outcomes[0][0]  # rank 0's: it alone computes some numbers (FID, ...)
             status[name] = "completed"
-        except Exception as err:  # noqa: BLE001 - reported in the row, the next task runs
-            log.exception("evaluate_after_fit: task %s failed", name)
-            status[name] = f"failed: {type(err).__name__}: {err}".splitlines()[0]
     added["evaluation"] = status
-    metrics_path = out_dir / "metrics.json"
-    record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics_path.write_text(json.dumps(record | added, indent=2, sort_keys=True))
+    if rank == 0:
+        metrics_path = out_dir / "metrics.json"
+        record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        metrics_path.write_text(json.dumps(record | added, indent=2, sort_keys=True))
     return added
+
+
+def run_one(
+    name: str, extra: Sequence[str], ckpt: Path, out_dir: Path, device: torch.device | None
+) -> tuple[dict[str, float], str | None]:
+    """Task ``name`` on ``ckpt`` into ``out_dir``: (its row numbers, None), or ({}, the error
+    in one line) when it raised (logged; the next task runs)."""
+    try:
+        eval_cfg = compose_evaluate([f"task={name}", *extra])
+        eval_cfg.ckpt_path = str(ckpt)
+        eval_cfg.paths.output_dir = str(out_dir)
+        if device is not None and rank_and_world_size()[1] > 1:
+            eval_cfg.device = str(device)
+        return row_numbers(name, evaluate(eval_cfg)), None
+    except Exception as err:  # noqa: BLE001 - reported in the row, the next task runs
+        log.exception("evaluate_after_fit: task %s failed", name)
+        return {}, f"{type(err).__name__}: {err}".splitlines()[0]

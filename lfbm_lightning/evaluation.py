@@ -15,7 +15,8 @@ error bars: the spread over the last epochs of one run).
 With ``devices=N`` (and ``num_nodes``) Lightning Fabric's ``ddp`` starts N processes (or joins
 the ranks ``torchrun`` or SLURM started), each on its own device; every task shares its
 examples or samples out over the ranks and gathers the results (:mod:`lfbm_lightning.tasks
-.examples`), and rank 0 writes the files.
+.examples`), and rank 0 writes the files. Called in every rank of a job that already has a
+process group (``evaluate_after_fit`` in a DDP training job), it uses that job's ranks instead.
 """
 
 from __future__ import annotations
@@ -132,15 +133,18 @@ def check_settings(cfg: DictConfig) -> None:
 def evaluation_ranks(cfg: DictConfig) -> Iterator[torch.device]:
     """Run the block in every rank of the evaluation; yields this rank's device.
 
-    ``devices=1, num_nodes=1``: this process alone, on ``cfg.device``. Otherwise Fabric's
-    ``ddp`` strategy on ``cfg.device``'s type (gloo on CPU, NCCL on CUDA): it starts ranks
-    1..N-1 as copies of this command (inside a Hydra sweep: of this job, see
+    Inside a distributed job (an initialised process group of N > 1 ranks, e.g. the ranks of a
+    DDP training job running ``evaluate_after_fit``): every rank of that job, in its process
+    group, on ``cfg.device``; ``devices`` and ``num_nodes`` are not used. Otherwise with
+    ``devices=1, num_nodes=1``: this process alone, on ``cfg.device``; else Fabric's ``ddp``
+    strategy on ``cfg.device``'s type (gloo on CPU, NCCL on CUDA): it starts ranks 1..N-1 as
+    copies of this command (inside a Hydra sweep: of this job, see
     :func:`~lfbm_lightning.distributed.ddp_job_scope`), or joins the ranks that ``torchrun`` or
     SLURM started, and initialises the process group.
     """
     devices, num_nodes = check_process_counts(cfg)
     device = resolve_device(cfg.device)
-    if devices == 1 and num_nodes == 1:
+    if rank_and_world_size()[1] > 1 or (devices == 1 and num_nodes == 1):
         yield device
         return
     fabric = Fabric(accelerator=device.type, devices=devices, num_nodes=num_nodes, strategy="ddp")

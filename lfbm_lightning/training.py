@@ -1,7 +1,8 @@
 """Build and run a training job from a composed Hydra config (the logic behind train.py).
 
 With a DDP strategy, ``trainer.fit`` runs inside :func:`~lfbm_lightning.distributed.ddp_job_scope`,
-so that the ranks join the current job, also inside a Hydra sweep.
+so that the ranks join the current job, also inside a Hydra sweep; ``evaluate_after_fit`` runs
+inside it too, after the fit, in every rank (:mod:`lfbm_lightning.after_fit`).
 
 How a run ends is written to ``metrics.json`` as ``"status"``:
 
@@ -193,11 +194,35 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
-    status = "failed"
     started = time.monotonic()
+    with ddp_job_scope(trainer.strategy):  # ranks join this (sweep) job; nothing leaks
+        fit_and_record(trainer, model, datamodule, ckpt_path, out_dir, sigterm)
+        metrics = scalar_metrics(trainer)
+        if trainer.is_global_zero:
+            metrics_file = csv_metrics_file(loggers)
+            per_epoch = read_epoch_metrics(metrics_file) if metrics_file else {}
+            epochs = trainer.fit_loop.epoch_progress.current.processed
+            wall = time.monotonic() - started
+            log.info("%s", run_summary(out_dir, "completed", wall, epochs, per_epoch, last))
+        # evaluate_after_fit=[...]: every rank, in the job's process group, on its own device
+        metrics |= evaluate_after_fit(cfg, out_dir, last.parent, trainer.strategy.root_device)
+    return model, metrics
+
+
+def fit_and_record(
+    trainer: pl.Trainer,
+    model: LatentPriorModel,
+    datamodule: pl.LightningDataModule,
+    ckpt_path: str | None,
+    out_dir: Path,
+    sigterm: CheckpointOnSigterm,
+) -> None:
+    """``trainer.fit``, then (rank 0) ``metrics.json`` with how it ended (module docstring);
+    a stopped run raises :class:`RunInterrupted` or :class:`DivergenceError`."""
+    status = "failed"
+    last = sigterm.path
     try:
-        with ddp_job_scope(trainer.strategy):  # ranks join this (sweep) job; nothing leaks
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         status = "completed"
     except SIGTERMException as err:
         status = "interrupted"
@@ -210,13 +235,3 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
     finally:
         if trainer.is_global_zero:
             write_run_metrics(out_dir, scalar_metrics(trainer), status, trainer)
-
-    metrics = scalar_metrics(trainer)
-    if trainer.is_global_zero:
-        metrics_file = csv_metrics_file(loggers)
-        per_epoch = read_epoch_metrics(metrics_file) if metrics_file else {}
-        epochs = trainer.fit_loop.epoch_progress.current.processed
-        wall = time.monotonic() - started
-        log.info("%s", run_summary(out_dir, status, wall, epochs, per_epoch, last))
-        metrics |= evaluate_after_fit(cfg, out_dir, last.parent)  # evaluate_after_fit=[...]
-    return model, metrics

@@ -1,4 +1,5 @@
-"""A callback for the DDP tests: each rank writes what it trained on and what it holds.
+"""A callback for the DDP tests: each rank writes what it trained on and what it holds; and
+one process of the two-process ``evaluate_after_fit`` test (:func:`after_fit_worker`).
 
 Added on the command line (``+callbacks.probe._target_=ddp_probe.RankProbe``) with ``tests/``
 on ``PYTHONPATH``, so that the rank processes Lightning starts import it too.
@@ -12,6 +13,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from lfbm_lightning import after_fit
 
 
 def flat_parameters(module: torch.nn.Module) -> torch.Tensor:
@@ -82,3 +87,28 @@ class RankProbe(pl.Callback):
             },
             self.out_dir / f"{tag}.pt",
         )
+
+
+def rank_dependent_evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Stands in for ``evaluation.evaluate``: ``anomaly`` raises on rank 1 only (a failure of
+    one rank); ``reconstruction`` returns numbers that differ by rank, and whether it got the
+    job's device."""
+    rank = dist.get_rank()
+    if cfg.task.name == "anomaly" and rank == 1:
+        raise RuntimeError("out of memory on rank 1")
+    on_device = float(cfg.device == "cpu")  # the job's device, not evaluate's default (auto)
+    return {"task": cfg.task.name, "processes": 2, "mse": 0.5 + rank, "on_device": on_device}
+
+
+def after_fit_worker(rank: int, world_size: int, out_dir: str) -> None:
+    """Run ``evaluate_after_fit=[anomaly, reconstruction]`` in a gloo group of ``world_size``
+    with :func:`rank_dependent_evaluate`; save what this rank got as ``added<rank>.json``."""
+    out = Path(out_dir)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{out / 'store'}", rank=rank, world_size=world_size
+    )
+    after_fit.evaluate = rank_dependent_evaluate
+    cfg = OmegaConf.create({"evaluate_after_fit": ["anomaly", "reconstruction"]})
+    added = after_fit.evaluate_after_fit(cfg, out, out / "checkpoints", torch.device("cpu"))
+    (out / f"added{rank}.json").write_text(json.dumps(added))
+    dist.destroy_process_group()

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lfbm_lightning.distributed import gather_lists, shard_indices
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, TINY, run_entry_point
 
 TESTS = Path(__file__).parent
 
@@ -109,6 +109,27 @@ def test_two_processes_gather_every_rank_s_rows(tmp_path, monkeypatch):
             # rank 0's rows (items 0, 2, ...), then rank 1's (1, 3, ...), on both ranks
             order = [*range(0, n, 2), *range(1, n, 2)]
             assert results[n]["rows"] == [gather_worker.item_result(i) for i in order]
+
+
+@pytest.mark.slow
+def test_a_task_failing_on_one_rank_after_fit_fails_on_every_rank(tmp_path, monkeypatch):
+    """Two ranks run ``evaluate_after_fit``; ``anomaly`` raises on rank 1 alone: both ranks
+    report it failed with rank 1's error and go on to ``reconstruction`` together, whose
+    numbers are rank 0's on both; rank 0 alone writes metrics.json."""
+    monkeypatch.syspath_prepend(str(TESTS))  # spawned processes import ddp_probe by name
+    import ddp_probe
+
+    torch.multiprocessing.spawn(ddp_probe.after_fit_worker, args=(2, str(tmp_path)), nprocs=2)
+    added = [json.loads((tmp_path / f"added{r}.json").read_text()) for r in (0, 1)]
+    assert added[0] == added[1]
+    assert added[0]["evaluation"] == {
+        "anomaly": "failed (rank 1): RuntimeError: out of memory on rank 1",
+        "reconstruction": "completed",
+    }
+    assert added[0]["reconstruction/mse"] == 0.5  # rank 0's number (rank 1's is 1.5)
+    assert added[0]["reconstruction/on_device"] == 1.0
+    assert "anomaly/mse" not in added[0]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == added[0]
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +263,53 @@ def test_slurm_tasks_are_the_ranks_and_reproduce_the_ddp_run(ddp_runs, tmp_path)
         assert torch.equal(report["end"], reference["end"])
         assert report["losses"] == reference["losses"]
     assert {p.name for p in (tmp_path / "two").iterdir()} == RUN_DIR_ENTRIES
+
+
+EVALUATE_OVERRIDES = [
+    "device=cpu",
+    "progress=false",
+    "++reconstruction.n_examples=20",  # ++: the anomaly task's config has no such node
+    "++reconstruction.n_steps=5",
+]
+
+
+@pytest.mark.slow
+def test_evaluation_after_fit_runs_in_both_ranks_and_matches_one_process(tmp_path):
+    """``evaluate_after_fit`` in a 2-process job: both ranks share the reconstruction out (the
+    task's summary says ``processes: 2``) and the row's number is what ``evaluate.py
+    devices=1`` gives for that run's checkpoint. ``anomaly`` fails on both ranks (no held-out
+    digit) without holding up the task after it."""
+    run = tmp_path / "two"
+    args = [*RUN, *TWO_PROCESSES, f"hydra.run.dir={run}", f"+callbacks.probe.out_dir={tmp_path}"]
+    args += [
+        "evaluate_after_fit=[anomaly,reconstruction]",
+        "evaluate_overrides=[" + ",".join(f'"{o}"' for o in EVALUATE_OVERRIDES) + "]",
+        "extras.print_config=false",
+    ]
+    finish(start_train(args, tmp_path / "two.log"), tmp_path / "two.log")
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    assert record["evaluation"]["reconstruction"] == "completed"
+    anomaly = record["evaluation"]["anomaly"]
+    assert anomaly.startswith("failed (rank 0): ") and "holdout_digit" in anomaly
+    task = json.loads((run / "eval" / "reconstruction" / "metrics.json").read_text())
+    assert task["processes"] == 2 and task["n_images"] == 20
+    assert record["reconstruction/mse"] == task["mse"]
+
+    alone = tmp_path / "alone"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    result = run_entry_point(
+        "evaluate.py",
+        [
+            f"ckpt_path={ckpt}",
+            "task=reconstruction",
+            "devices=1",
+            *EVALUATE_OVERRIDES,
+            f"hydra.run.dir={alone}",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = json.loads((alone / "metrics.json").read_text())
+    assert one["processes"] == 1 and one["n_images"] == 20
+    assert record["reconstruction/mse"] == pytest.approx(one["mse"], rel=1e-5, abs=1e-8)
+    assert record["reconstruction/mse_01"] == pytest.approx(one["mse_01"], rel=1e-5, abs=1e-8)
