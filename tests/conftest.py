@@ -63,6 +63,14 @@ def run_entry_point(script: str, args: list[str], timeout: int = 600):
     )
 
 
+@pytest.fixture(scope="session")
+def sigma_zero_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """``train.py model.sigma=0`` (a config error) into a fresh run directory, run once for the
+    tests of its exit status, message and untouched directory: (CompletedProcess, run dir)."""
+    run_dir = tmp_path_factory.mktemp("sigma_zero")
+    return run_entry_point("train.py", [f"hydra.run.dir={run_dir}", "model.sigma=0"]), run_dir
+
+
 ENTRY_POINTS = ("train.py", "evaluate.py", "lfbm-train", "lfbm-evaluate", "lfbm-gather")
 
 

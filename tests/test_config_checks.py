@@ -47,11 +47,11 @@ def test_generator_that_does_not_match_the_data_fails_before_training(compose_cf
 
 
 @pytest.mark.slow
-def test_train_py_reports_a_bad_value_and_writes_nothing(tmp_path):
-    result = run_entry_point("train.py", [f"hydra.run.dir={tmp_path}", "model.sigma=0"])
+def test_train_py_reports_a_bad_value_and_writes_nothing(sigma_zero_run):
+    result, run_dir = sigma_zero_run  # train.py model.sigma=0, shared with test_entry_errors.py
     assert result.returncode != 0
     assert "model.sigma must be a number > 0, got 0" in result.stderr
-    assert not (tmp_path / "checkpoints").exists()
+    assert not (run_dir / "checkpoints").exists()
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ installed commands from a directory outside the checkout, as a user would."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ import yaml
 from tests.conftest import TINY
 
 BIN = Path(sys.executable).parent
+# The checks below count training steps: two-step chains (the validation chain too) suffice.
+SHORT_CHAINS = ["inference.n_steps=2", "inference.eval_steps=2"]
 
 
 def command(name: str, args: list[str], cwd: Path, timeout: int = 600):
@@ -68,7 +71,7 @@ def test_debug_fdr_runs_one_batch_and_saves_no_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_debug_limit_trains_a_fraction_of_the_batches(tmp_path):
-    _, run_dir = train(tmp_path, "debug=limit", "trainer.max_epochs=2", "inference.n_steps=2")
+    _, run_dir = train(tmp_path, "debug=limit", "trainer.max_epochs=2", *SHORT_CHAINS)
     progress = status(run_dir)["progress"]
     # digits: 1,437 training images, batch 100 -> 15 batches; 0.2 of them is 3, per epoch
     assert (progress["epochs_completed"], progress["global_step"]) == (2, 2 * 3 * 2)
@@ -76,15 +79,8 @@ def test_debug_limit_trains_a_fraction_of_the_batches(tmp_path):
 
 @pytest.mark.slow
 def test_debug_overfit_reuses_the_same_batches(tmp_path):
-    _, run_dir = train(tmp_path, "debug=overfit", "trainer.max_epochs=2", "inference.n_steps=2")
+    _, run_dir = train(tmp_path, "debug=overfit", "trainer.max_epochs=2", *SHORT_CHAINS)
     assert status(run_dir)["progress"]["global_step"] == 2 * 3 * 2  # 3 batches per epoch
-
-
-@pytest.mark.slow
-def test_debug_profiler_writes_the_simple_profile(tmp_path):
-    _, run_dir = train(tmp_path, "debug=profiler", *TINY)
-    report = (run_dir / "fit-profile.txt").read_text()
-    assert "run_training_batch" in report
 
 
 @pytest.mark.slow
@@ -92,34 +88,55 @@ def test_debug_profiler_writes_the_simple_profile(tmp_path):
     ("option", "expected", "absent"),
     [
         ("none", set(), {"checkpoints", "curves.png", "samples.png"}),
-        ("rich", {"checkpoints", "curves.png", "samples.png"}, set()),
         ("early_stopping", {"checkpoints", "curves.png"}, set()),
     ],
 )
 def test_callbacks_options(tmp_path, option, expected, absent):
-    result, run_dir = train(tmp_path, f"callbacks={option}", *TINY[:5])
+    # TINY without its callbacks.image_grids override: callbacks=none has no such callback
+    _, run_dir = train(tmp_path, f"callbacks={option}", *TINY[:6])
     names = {p.name for p in run_dir.iterdir()}
     assert expected <= names and not absent & names, names
     assert status(run_dir)["status"] == "completed"
-    if option == "rich":
-        assert "┃" in result.stdout  # RichModelSummary's table
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 @pytest.mark.slow
-def test_several_loggers_at_once_get_metrics_and_figures(tmp_path):
-    pytest.importorskip("tensorboard")
-    pytest.importorskip("mlflow")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def test_rich_callbacks_profiler_and_several_loggers_in_one_run(tmp_path):
+    """callbacks=rich, debug=profiler and logger=[csv,tensorboard,mlflow] touch different parts
+    of a run (progress bar and summary, trainer.profiler, trainer.logger), so one run checks all
+    three; loggers whose package is not installed are left out of the list."""
+    tensorboard, mlflow = installed("tensorboard"), installed("mlflow")
+    loggers = ["csv"] + ["tensorboard"] * tensorboard + ["mlflow"] * mlflow
+    options = ["callbacks=rich", "debug=profiler", f"logger=[{','.join(loggers)}]"]
+    result, run_dir = train(tmp_path, *options, *TINY)
+    assert status(run_dir)["status"] == "completed"
 
-    _, run_dir = train(tmp_path, "logger=[csv,tensorboard,mlflow]", *TINY)
+    # callbacks=rich: the default callbacks' files, and RichModelSummary's table
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"checkpoints", "curves.png", "samples.png"} <= names, names
+    assert "┃" in result.stdout
+
+    # debug=profiler: the simple profile
+    assert "run_training_batch" in (run_dir / "fit-profile.txt").read_text()
+
+    # every logger got the metrics and the figures
     assert (run_dir / "csv" / "metrics.csv").is_file()
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    assert {"images/samples", "images/reconstructions", "curves"} <= set(events.Tags()["images"])
-    assert "val/mse" in events.Tags()["scalars"]
-    artifacts = {p.name for p in (run_dir / "mlflow-artifacts").rglob("*.png")}
-    assert any(name.startswith("curves_step") for name in artifacts), artifacts
-    assert (run_dir / "mlflow.db").is_file()
+    if tensorboard:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(run_dir / "tensorboard"))
+        events.Reload()
+        assert {"images/samples", "images/reconstructions", "curves"} <= set(
+            events.Tags()["images"]
+        )
+        assert "val/mse" in events.Tags()["scalars"]
+    if mlflow:
+        artifacts = {p.name for p in (run_dir / "mlflow-artifacts").rglob("*.png")}
+        assert any(name.startswith("curves_step") for name in artifacts), artifacts
+        assert (run_dir / "mlflow.db").is_file()
 
 
 @pytest.mark.slow

@@ -17,8 +17,8 @@ def assert_one_line(result, code: int, text: str) -> None:
 
 
 @pytest.mark.slow
-def test_train_config_error_is_one_line_with_exit_2(tmp_path):
-    result = run_entry_point("train.py", [f"hydra.run.dir={tmp_path}", "model.sigma=0"])
+def test_train_config_error_is_one_line_with_exit_2(sigma_zero_run):
+    result, _ = sigma_zero_run  # train.py model.sigma=0, shared with tests/test_config_checks.py
     assert_one_line(result, 2, "error: model.sigma must be a number > 0, got 0")
 
 

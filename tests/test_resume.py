@@ -15,9 +15,11 @@ import torch
 from lfbm_lightning.checkpoints import CheckpointError, check_resume_compatible
 from tests.conftest import REPO, run_entry_point
 
+# Three epochs of four batches: the kill lands after epoch 0 (or 1), so the resume replays at
+# least one epoch with its validation (epoch 1), pictures and data order.
 RUN = [
-    "trainer.max_epochs=4",
-    "trainer.limit_train_batches=8",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=4",
     "trainer.check_val_every_n_epoch=2",
     "trainer.limit_val_batches=1",
     "inference.eval_steps=5",
@@ -58,16 +60,21 @@ def final_state(run_dir) -> dict:
     return checkpoint
 
 
-@pytest.mark.slow
-def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
-    straight = tmp_path / "straight"
-    result = run_entry_point("train.py", [f"hydra.run.dir={straight}", *RUN])
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run of :data:`RUN` (read only: both tests of this module use it)."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    result = run_entry_point("train.py", [f"hydra.run.dir={run_dir}", *RUN])
     assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
 
+
+@pytest.mark.slow
+def test_kill_and_resume_equals_an_uninterrupted_run(straight, tmp_path):
     killed = tmp_path / "killed"
     last = killed / "checkpoints" / "last.ckpt"
     killed_at = kill_at_first_checkpoint(killed, RUN)
-    assert 0 <= killed_at < 3, f"the run was not killed mid-training (last epoch {killed_at})"
+    assert 0 <= killed_at < 2, f"the run was not killed mid-training (last epoch {killed_at})"
 
     resume = [f"hydra.run.dir={killed}", *RUN, f"ckpt_path={last}"]
     result = run_entry_point("train.py", resume)
@@ -85,22 +92,12 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_resuming_under_another_config_is_refused(tmp_path):
-    run = tmp_path / "run"
-    tiny = [
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=1",
-        "inference.n_steps=1",
-        "trainer.limit_val_batches=1",
-        "inference.eval_steps=1",
-    ]
-    result = run_entry_point("train.py", [f"hydra.run.dir={run}", *tiny])
-    assert result.returncode == 0, result.stderr[-3000:]
-    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    config = checkpoint["hyper_parameters"]["config"]
-    check_resume_compatible(config, run / "checkpoints" / "last.ckpt")  # same config: fine
+def test_resuming_under_another_config_is_refused(straight):
+    last = straight / "checkpoints" / "last.ckpt"
+    config = torch.load(last, weights_only=True)["hyper_parameters"]["config"]
+    check_resume_compatible(config, last)  # same config: fine
     changed = {**config, "model": {**config["model"], "sigma": 0.5}}
     with pytest.raises(CheckpointError, match=r"model.sigma: 0.3 -> 0.5"):
-        check_resume_compatible(changed, run / "checkpoints" / "last.ckpt")
+        check_resume_compatible(changed, last)
     longer = {**config, "trainer": {**config["trainer"], "max_epochs": 5}}
-    check_resume_compatible(longer, run / "checkpoints" / "last.ckpt")
+    check_resume_compatible(longer, last)  # more epochs than the run's 3: a resume may extend

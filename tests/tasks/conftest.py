@@ -56,11 +56,14 @@ def digits_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def occluded_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Flow prior on digits whose training images each miss one fixed 4 x 4 square."""
+    """Flow prior on digits with digit 3 held out (anomaly split) whose training images each
+    miss one fixed 4 x 4 square, 2 epochs: a checkpoint every task accepts (anomaly needs the
+    held-out digit, recovery the occlusion)."""
     out = tmp_path_factory.mktemp("digits_occluded")
     return train_checkpoint(
         out,
         [
+            f"dataset.holdout_digit={HOLDOUT_DIGIT}",
             "dataset.occlusion.kind=single_region",
             "dataset.occlusion.size=4",
             "trainer.max_epochs=2",
@@ -89,23 +92,10 @@ def run_task(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One epoch of 2 batches on digits with digit 3 held out and a 4 x 4 hole in every training
-    image: a checkpoint every task accepts (anomaly needs the held-out digit, recovery the
-    occlusion), trained in ~15 s."""
-    out = tmp_path_factory.mktemp("digits_tiny")
-    return train_checkpoint(
-        out,
-        [
-            f"dataset.holdout_digit={HOLDOUT_DIGIT}",
-            "dataset.occlusion.kind=single_region",
-            "dataset.occlusion.size=4",
-            "trainer.max_epochs=1",
-            "trainer.limit_train_batches=2",
-            "inference.n_steps=3",
-            "inference.eval_steps=5",
-        ],
-    )
+def tiny_ckpt(occluded_ckpt: Path) -> Path:
+    """A checkpoint every task accepts, for the tests of files, contracts and refusals (not of
+    quality): the occluded one, so that the session trains one run for both."""
+    return occluded_ckpt
 
 
 @pytest.fixture

@@ -71,8 +71,10 @@ def evaluate_in_processes(ckpt: Path, task: str, devices: int, out: Path, extra:
 
 @pytest.mark.slow
 def test_two_processes_share_the_work_and_match_one_process(
-    digits_ckpt, inception_weights, tmp_path
+    digits_ckpt, inception_weights, run_task, tmp_path
 ):
+    """``evaluate.py devices=2`` against the one-process result of the same settings, computed
+    by evaluate() in this process (what evaluate.py runs; it saves an interpreter start)."""
     tasks = {
         "reconstruction": ["reconstruction.n_examples=41", "reconstruction.grid_size=8"],
         "anomaly": ["anomaly.n_examples=41", "anomaly.n_steps=50"],
@@ -87,7 +89,7 @@ def test_two_processes_share_the_work_and_match_one_process(
         ],
     }
     for task, extra in tasks.items():
-        one = evaluate_in_processes(digits_ckpt, task, 1, tmp_path / f"{task}-1", extra)
+        one, one_dir = run_task(digits_ckpt, task, ["device=cpu", "devices=1", *extra])
         two = evaluate_in_processes(digits_ckpt, task, 2, tmp_path / f"{task}-2", extra)
         assert (one["processes"], two["processes"]) == (1, 2)
         # the rank started for the job wrote nothing but its log into the job's directory
@@ -102,7 +104,7 @@ def test_two_processes_share_the_work_and_match_one_process(
             assert two["fid_n_samples"] == 45
             assert two["fid"] == pytest.approx(one["fid"], rel=1e-6)
             continue
-        rows_one = read_rows(tmp_path / f"{task}-1" / "per_example.csv")
+        rows_one = read_rows(one_dir / "per_example.csv")
         rows_two = read_rows(out / "per_example.csv")
         assert [r["index"] for r in rows_two] == [r["index"] for r in rows_one]
         assert len(rows_two) == 41
