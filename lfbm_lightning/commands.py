@@ -18,10 +18,8 @@ from omegaconf import DictConfig
 
 from lfbm_lightning import CONF_DIR
 from lfbm_lightning.cli import report_errors
-from lfbm_lightning.evaluation import evaluate
 from lfbm_lightning.help import evaluate_help, train_help
 from lfbm_lightning.launch_plan import plan
-from lfbm_lightning.training import train
 
 HELP_FLAGS = ("--help", "-h")
 PLAN_FLAG = "plan=true"
@@ -30,6 +28,10 @@ PLAN_FLAG = "plan=true"
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 @report_errors
 def _train(cfg: DictConfig) -> float | None:
+    # imported here, not at the top: pytorch_lightning takes seconds to import, which --help,
+    # plan=true and Hydra's own override errors need not pay
+    from lfbm_lightning.training import train  # noqa: PLC0415
+
     _, metrics = train(cfg)
     # a sweeper (hparams_search=...) optimises the value returned here
     return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
@@ -38,6 +40,8 @@ def _train(cfg: DictConfig) -> float | None:
 @hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
 @report_errors
 def _evaluate(cfg: DictConfig) -> None:
+    from lfbm_lightning.evaluation import evaluate  # noqa: PLC0415 - as in _train
+
     evaluate(cfg)
 
 

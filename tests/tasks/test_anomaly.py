@@ -110,6 +110,7 @@ def test_anomaly_needs_a_held_out_digit():
     assert check_holdout(DigitsDataModule(holdout_digit=7)) == 7
 
 
+@pytest.mark.slow  # its checkpoint fixture trains through train.py
 def test_fast_fit_scores_with_fewer_counted_passes(digits_ckpt, run_task):
     common = ["anomaly.n_examples=40", "anomaly.n_steps=100"]
     protocol, _ = run_task(digits_ckpt, "anomaly", common)

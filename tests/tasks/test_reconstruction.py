@@ -71,6 +71,7 @@ def test_fast_fit_matches_the_protocol_mse_with_five_times_fewer_passes(digits_c
     assert fast["mse"] <= 1.01 * protocol["mse"]
 
 
+@pytest.mark.slow  # its checkpoint fixture trains through train.py
 def test_unknown_fit_is_refused(tiny_ckpt, run_task):
     refused = r"reconstruction.fit must be one of \['protocol', 'fast'\]"
     with pytest.raises(ConfigError, match=refused):
