@@ -318,11 +318,9 @@ def main() -> None:
         write_rows(rows, table)  # after every recipe: a killed run keeps what it finished
     info["load_end"] = os.getloadavg()
     metrics = ["mse", "mse_own", "mmd"] + (["auprc"] if args.holdout_digit is not None else [])
+    metrics = [m for m in metrics if all(m in r for r in rows)]  # --reuse of an older CSV
     plot(rows, metrics, args.out_dir / f"time_to_quality{suffix}.png")
-    summary = summarize(rows, "mse", True) + summarize(rows, "mse_own", True)
-    summary += summarize(rows, "mmd", True)
-    if args.holdout_digit is not None:
-        summary += summarize(rows, "auprc", False)
+    summary = [s for m in metrics for s in summarize(rows, m, m != "auprc")]
     print(json.dumps(info))
     for s in summary:
         print(json.dumps(s))
