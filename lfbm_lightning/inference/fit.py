@@ -23,7 +23,7 @@ each image from the same start z0 (B, d); they differ in the optimiser and the s
   E_rec = D mse / (2 sigma^2), so a 1% MSE change is 0.01 E_rec nats (0.17 nats on SVHN).
   The relative bound only tightens the rule where |E| is below FAST_ATOL / FAST_RTOL = 50
   nats (an energy with no constant, fitted almost exactly), where 0.05 nats would be a large
-  share of what is left; on the paper's settings E is above that and FAST_ATOL decides.
+  share of what is left; above 50 nats FAST_ATOL alone decides.
 
 A *generator pass* is one forward of g plus one backward to z for one image; :class:`FitResult`
 counts them exactly (the sum over calls of the rows in each call).
