@@ -43,6 +43,62 @@ def test_fast_fit_reaches_the_minimum_and_counts_every_pass_exactly():
     assert int(result.passes.max()) < 400  # every image stopped by the rule, not the cap
 
 
+def shifted_quadratic(target: torch.Tensor, sigma: float, constant: float):
+    """``energy_of`` of E_i(z) = ||z - target_i||^2 / (2 sigma^2) + ``constant`` (the role of
+    the d/2 log 2 pi in -log p(z))."""
+
+    def energy_of(rows: torch.Tensor):
+        base = counting_quadratic(target, [], sigma)(rows)
+        return lambda z: base(z) + constant
+
+    return energy_of
+
+
+def test_fast_fit_nears_the_protocol_in_five_times_fewer_passes():
+    """A steep quadratic (sigma = 0.1, the curvature of a reconstruction term) plus 100 nats:
+    the protocol's 400 steps of rate s^2 / 2 = 0.005 solve it to (1 - 0.5)^400 ~ 0. The fast
+    fit stops (|dE| < 0.05 nats for 3 steps) in at most a fifth of the passes, within 1.5
+    nats of the minimum, from starts over 50 nats above it, z within 0.15 of the minimiser."""
+    torch.manual_seed(0)
+    target, z0 = torch.randn(8, 6), torch.zeros(8, 6)
+    energy_of = shifted_quadratic(target, 0.1, 100.0)
+    protocol = protocol_fit(z0, energy_of, 400, 0.1)
+    fast = fast_fit(z0, energy_of, max_steps=400)
+    energy = energy_of(torch.arange(8))
+    assert float((energy(protocol.z) - 100.0).abs().max()) < 1e-6
+    assert float((energy(z0) - energy(protocol.z)).min()) > 50
+    assert float((energy(fast.z) - energy(protocol.z)).max()) < 1.5
+    assert float((fast.z - target).abs().max()) < 0.15
+    assert int(protocol.passes.sum()) >= 5 * int(fast.passes.sum())
+
+
+def test_the_stopping_rule_ignores_additive_constants_of_the_energy():
+    """E + c takes the same steps for every c (the gradient is the same); above
+    |E| = FAST_ATOL / FAST_RTOL = 50 nats the rule reads only differences of E, so constants
+    of 1e2 and 1e5 nats give the same passes and fit, of more than 10 passes each; a rule
+    relative to E alone (atol = inf) stops sooner at 1e5."""
+    target = torch.randn(5, 3) * 2
+    small = fast_fit(torch.zeros(5, 3), shifted_quadratic(target, 0.3, 1e2), max_steps=300)
+    large = fast_fit(torch.zeros(5, 3), shifted_quadratic(target, 0.3, 1e5), max_steps=300)
+    assert large.passes.tolist() == small.passes.tolist()
+    torch.testing.assert_close(large.z, small.z)
+    assert int(large.passes.min()) > 10
+    relative = fast_fit(
+        torch.zeros(5, 3), shifted_quadratic(target, 0.3, 1e5), max_steps=300, atol=float("inf")
+    )
+    assert int(relative.passes.sum()) < int(large.passes.sum())
+
+
+def test_a_looser_tolerance_stops_sooner_and_fits_less():
+    target, z0 = torch.randn(6, 4), torch.zeros(6, 4)
+    energy_of = counting_quadratic(target, [], 0.1)
+    tight = fast_fit(z0, energy_of, max_steps=400, rtol=1.0, atol=1e-3)  # atol decides
+    loose = fast_fit(z0, energy_of, max_steps=400, rtol=1.0, atol=1.0)
+    energy = counting_quadratic(target, [], 0.1)(torch.arange(6))
+    assert int(loose.passes.sum()) < int(tight.passes.sum())
+    assert float(energy(tight.z).mean()) < float(energy(loose.z).mean())
+
+
 def test_converged_images_leave_the_batch():
     """An image started at its minimum has a constant energy: it stops after the patience
     (3 calm steps after the first), while the others go on; later calls have fewer rows."""
