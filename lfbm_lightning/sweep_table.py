@@ -143,8 +143,9 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> str:
-    """Command line: print (and with ``--output`` write) the table of a sweep directory."""
+def gather(argv: Sequence[str] | None = None) -> str:
+    """The table of a sweep directory from the command line ``argv`` (written to ``--output``
+    and the cells to ``--csv`` when given)."""
     from lfbm_lightning.paper_tables import render, sweep_tables  # it builds on this module
 
     parser = argparse.ArgumentParser(prog="lfbm-gather", description=__doc__.splitlines()[0])
@@ -179,8 +180,13 @@ def main(argv: Sequence[str] | None = None) -> str:
         table = markdown_table(jobs, args.metrics, args.over)
     if args.output:
         args.output.write_text(table)
-    print(table, end="")
     return table
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``lfbm-gather SWEEP_DIR [...]``: print the table of a sweep directory (exit status 0;
+    the console script passes what this returns to ``sys.exit``, so it returns nothing)."""
+    print(gather(argv), end="")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -13,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.launch_plan import job_cost, job_overrides, plan
 from lfbm_lightning.paper_tables import published_results, render, table_ids
-from lfbm_lightning.sweep_table import main as gather_main
+from lfbm_lightning.sweep_table import gather as gather_main
 from lfbm_lightning.sweep_table import read_jobs
 from lfbm_lightning.training import train
 from tests.conftest import CONF, TINY, compose_config, run_entry_point
@@ -68,6 +71,13 @@ def test_digits_anomaly_sweep_table_matches_per_job_metrics(tmp_path):
 
     out = gather_main([str(sweep), "--csv", str(tmp_path / "cells.csv")])
     assert "## MNIST anomaly detection" in out
+    script = subprocess.run(
+        [str(Path(sys.executable).parent / "lfbm-gather"), str(sweep)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (script.returncode, script.stdout) == (0, out), script.stderr[-2000:]
     cells = {
         (r["row"], r["column"]): r
         for r in csv.DictReader(io.StringIO((tmp_path / "cells.csv").read_text()))
