@@ -47,6 +47,8 @@ from benchmarks.langevin_speed import run_config  # noqa: E402
 from lfbm_lightning.checkpoints import load_model  # noqa: E402
 from lfbm_lightning.evaluation import build_datamodule  # noqa: E402
 from lfbm_lightning.inference.base import seeded_normal  # noqa: E402
+from lfbm_lightning.inference.fit import fast_fit  # noqa: E402
+from lfbm_lightning.langevin import frozen_parameters  # noqa: E402
 from lfbm_lightning.metrics.anomaly import auprc  # noqa: E402
 from lfbm_lightning.metrics.reconstruction import per_image_mse  # noqa: E402
 from lfbm_lightning.models import LatentPriorModel  # noqa: E402
@@ -110,24 +112,62 @@ def setting_model(name: str, args: argparse.Namespace):
     return model, test[: args.n_images], None
 
 
+def passes_to_reach(
+    model: LatentPriorModel, x: torch.Tensor, z0: torch.Tensor, target: torch.Tensor, fast
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rerun the fast fit of x (N, C, H, W) from z0 with an energy that records, per image, the
+    passes until its energy first reached ``target`` (N,) (the protocol's final energy), or -1
+    if it never did. Returns (those passes (N,), the rerun's z); the caller checks that the
+    rerun is the fit it measured (the fit is deterministic)."""
+    count = torch.zeros(len(x), dtype=torch.long)
+    reached = torch.full((len(x),), -1, dtype=torch.long)
+
+    def energy_of(rows: torch.Tensor):
+        energy_fn = model.posterior_energy(x[rows], None)
+
+        def recording(z: torch.Tensor) -> torch.Tensor:
+            energy = energy_fn(z)
+            count[rows] += 1
+            first = (energy.detach() <= target[rows]) & (reached[rows] < 0)
+            reached[rows[first]] = count[rows[first]]
+            return energy
+
+        return recording
+
+    with frozen_parameters((model.generator, model.prior)):
+        rerun = fast_fit(z0, energy_of, fast.passes.max().item())
+    return reached, rerun.z
+
+
 def compare(name: str, args: argparse.Namespace) -> dict[str, object]:
     model, x, labels = setting_model(name, args)
     model.eval()
     n_steps, step_size = model.posterior.eval_settings(args.protocol_steps, None)
     z0 = seeded_normal(torch.arange(len(x)), 1, model.latent_dim)
     row: dict[str, object] = {"setting": name, "n_images": len(x), "protocol_steps": n_steps}
+    fits, energies = {}, {}
     for fit in ("protocol", "fast"):
-        result = model.posterior.fit(model, x, None, z0, n_steps, step_size, fit)
+        result = fits[fit] = model.posterior.fit(model, x, None, z0, n_steps, step_size, fit)
         with torch.no_grad():
             x_hat = model.generator(result.z)
+            energies[fit] = reconstruction_energy(x, x_hat, model.sigma)
+            energies[fit] = energies[fit] - model.prior.log_prob(result.z)
             row[f"{fit}_passes"] = float(result.passes.float().mean())
             row[f"{fit}_mse"] = float(per_image_mse(x, x_hat).mean())
             if labels is not None:
-                energy = reconstruction_energy(x, x_hat, model.sigma)
-                scores = energy - model.prior.log_prob(result.z)
-                row[f"{fit}_auprc"] = auprc(scores.numpy(), labels.numpy())
+                row[f"{fit}_auprc"] = auprc(energies[fit].numpy(), labels.numpy())
     row["pass_ratio"] = row["protocol_passes"] / row["fast_passes"]
     row["mse_change"] = row["fast_mse"] / row["protocol_mse"] - 1
+    gap = energies["fast"] - energies["protocol"]
+    row["energy_gap_mean"], row["energy_gap_max"] = float(gap.mean()), float(gap.max())
+    reached, rerun_z = passes_to_reach(model, x, z0, energies["protocol"], fits["fast"])
+    if not torch.equal(rerun_z, fits["fast"].z):
+        raise SystemExit(f"error: {name}: the instrumented rerun of the fast fit differs")
+    row["reached"] = int((reached >= 0).sum())
+    # images that never reach the protocol's energy count with all their passes
+    reach = torch.where(reached >= 0, reached, fits["fast"].passes)
+    row["reach_passes"] = float(reach.float().mean())
+    row["reach_ratio"] = row["protocol_passes"] / row["reach_passes"]
     return row
 
 
@@ -146,16 +186,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(
         "| setting | images | protocol passes | fast passes | ratio | protocol MSE | fast MSE "
-        "| MSE change | protocol AUPRC | fast AUPRC |"
+        "| MSE change | E gap mean / max | reached | passes to reach | ratio to reach "
+        "| protocol AUPRC | fast AUPRC |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.settings:
         r = compare(name, args)
         au = [f"{r[k]:.4f}" if k in r else "-" for k in ("protocol_auprc", "fast_auprc")]
         print(
             f"| {name} | {r['n_images']} | {r['protocol_passes']:.0f} | {r['fast_passes']:.1f} "
             f"| {r['pass_ratio']:.2f}x | {r['protocol_mse']:.5f} | {r['fast_mse']:.5f} "
-            f"| {r['mse_change']:+.2%} | {au[0]} | {au[1]} |",
+            f"| {r['mse_change']:+.2%} | {r['energy_gap_mean']:+.2f} / {r['energy_gap_max']:+.2f} "
+            f"| {r['reached']}/{r['n_images']} | {r['reach_passes']:.1f} "
+            f"| {r['reach_ratio']:.2f}x "
+            f"| {au[0]} | {au[1]} |",
             flush=True,
         )
         if args.csv is not None:
@@ -167,6 +211,7 @@ def append_row(path: Path, row: dict[str, object]) -> None:
     columns stay empty for settings without anomaly labels."""
     fields = ["setting", "n_images", "protocol_steps", "protocol_passes", "fast_passes"]
     fields += ["pass_ratio", "protocol_mse", "fast_mse", "mse_change"]
+    fields += ["energy_gap_mean", "energy_gap_max", "reached", "reach_passes", "reach_ratio"]
     fields += ["protocol_auprc", "fast_auprc"]
     new = not path.exists()
     with path.open("a", newline="") as f:

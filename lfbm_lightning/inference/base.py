@@ -250,8 +250,9 @@ class PosteriorInference(nn.Module, ABC):
         fit: str = "protocol",
     ) -> FitResult:
         """Fit z to images x (B, C, H, W) from z0 (B, d) by ``fit`` (:mod:`~.fit`):
-        ``protocol``, ``n_steps`` noise-free Langevin steps of ``step_size``; ``fast``, Adam
-        with a per-image stopping rule, at most ``n_steps`` steps. Generator and prior frozen.
+        ``protocol``, ``n_steps`` noise-free Langevin steps of ``step_size``; ``fast``, L-BFGS
+        per image with a stopping rule, at most ``n_steps`` generator passes per image.
+        Generator and prior frozen.
         """
 
         def energy_of(rows: torch.Tensor) -> EnergyFn:
