@@ -41,6 +41,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from lfbm_lightning import CONF_DIR
+from lfbm_lightning.checkpoint_io import atomic_write_text
 from lfbm_lightning.distributed import gather_lists, rank_and_world_size
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.evaluation import CHECKPOINT_PATTERN, TASK_DIR, evaluate, is_number
@@ -131,7 +132,7 @@ def evaluate_after_fit(
     if rank == 0:
         metrics_path = out_dir / "metrics.json"
         record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        metrics_path.write_text(json.dumps(record | added, indent=2, sort_keys=True))
+        atomic_write_text(metrics_path, json.dumps(record | added, indent=2, sort_keys=True))
     return added
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -58,6 +59,33 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write`` into the temp file of ``path``, fsync it, rename it over ``path`` and fsync the
+    directory; on OSError the temp file is removed and ``path`` keeps its previous content."""
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+        _fsync_directory(path.parent)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` as atomically as a checkpoint (``metrics.json``, whose
+    after-fit update must not truncate the training record if the process dies mid-write).
+
+    Raises:
+        OSError: the write failed; ``path`` still holds its previous content.
+    """
+    _atomic_write(Path(path), lambda file: file.write(text.encode()))
+
+
 def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
     """Write ``checkpoint`` to ``path`` atomically (see the module docstring).
 
@@ -65,17 +93,9 @@ def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
         CheckpointError: the write failed; ``path`` still holds its previous content.
     """
     path = Path(path)
-    tmp = temp_path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as file:
-            _dump(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(path.parent)
+        _atomic_write(path, lambda file: _dump(checkpoint, file))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         kept = "the previous one is kept" if path.is_file() else "no earlier one exists"
         raise CheckpointError(
             f"could not write checkpoint {path} ({err.strerror or err}); {kept}. Free space "

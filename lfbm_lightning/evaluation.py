@@ -38,6 +38,7 @@ from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 
 from lfbm_lightning import CONF_DIR
+from lfbm_lightning.checkpoint_io import atomic_write_text
 from lfbm_lightning.checkpoints import load_model
 from lfbm_lightning.data.base import ImageDataModule
 from lfbm_lightning.data.selection import relocate
@@ -252,7 +253,7 @@ def run_task(cfg: DictConfig, ckpt: Path, device: torch.device, out_dir: Path) -
     summary = {"task": name, "ckpt_path": str(ckpt), "device": str(device)}
     summary |= {"processes": world_size} | results
     if rank == 0:
-        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
         section = task.markdown(results)
         report = markdown_table(summary, f"{name} evaluation") + (
             f"\n{section}" if section else ""
@@ -296,7 +297,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "checkpoints": per_checkpoint,
     }
     if writer:
-        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
         title = f"# {name} evaluation of {len(ckpts)} checkpoints\n\n"
         note = "\nsd: sample standard deviation over the checkpoints (divisor n - 1).\n"
         table = spread_table(per_checkpoint, stats)

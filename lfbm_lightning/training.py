@@ -36,7 +36,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from lfbm_lightning.after_fit import check_task_names, evaluate_after_fit
 from lfbm_lightning.callbacks.curves import csv_metrics_file, read_epoch_metrics
 from lfbm_lightning.callbacks.run_guards import CheckpointOnSigterm, SkippedBatchesGuard
-from lfbm_lightning.checkpoint_io import AtomicCheckpointIO, remove_stale_temp_files, safe_load
+from lfbm_lightning.checkpoint_io import (
+    AtomicCheckpointIO,
+    atomic_write_text,
+    remove_stale_temp_files,
+    safe_load,
+)
 from lfbm_lightning.checkpoints import check_resume_compatible, epochs_done, read_checkpoint
 from lfbm_lightning.config_checks import validate_config
 from lfbm_lightning.config_tree import print_config_tree
@@ -127,7 +132,7 @@ def write_run_metrics(
     }
     record = {**metrics, "status": status, "progress": progress}
     try:
-        (out_dir / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+        atomic_write_text(out_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True))
     except OSError as err:  # e.g. the disk is full: the run's own error says more
         log.error("could not write %s: %s", out_dir / "metrics.json", err)
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lfbm_lightning import checkpoint_io
-from lfbm_lightning.checkpoint_io import AtomicCheckpointIO, atomic_save
+from lfbm_lightning.checkpoint_io import AtomicCheckpointIO, atomic_save, atomic_write_text
 from lfbm_lightning.checkpoints import load_model
 from lfbm_lightning.errors import CheckpointError
 from tests.train_runs import callback, error_lines, run_train
@@ -51,6 +51,25 @@ def test_failed_write_keeps_the_previous_file_and_no_temp(tmp_path, monkeypatch)
         atomic_save({"epoch": 1}, target)
     assert torch.load(target, weights_only=True) == {"epoch": 0}
     assert temp_files(tmp_path) == []
+
+
+def test_metrics_text_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """metrics.json's writer: a write that fails before the rename (here fsync on a full disk)
+    leaves the previous text and no temp file; one that succeeds replaces it."""
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, '{"epoch": 0}')
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint_io.os, "fsync", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            atomic_write_text(target, '{"epoch": 1, "evaluation": {}}')
+    assert target.read_text() == '{"epoch": 0}'
+    assert temp_files(tmp_path) == []
+    atomic_write_text(target, '{"epoch": 2}')
+    assert target.read_text() == '{"epoch": 2}'
 
 
 class Exploit:

@@ -47,7 +47,7 @@ def reconstruct(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit z on the posterior energy E(z) = ||m * (x - g(z))||^2 / (2 sigma^2) - log p(z), by
     noise-free Langevin (``fit="protocol"``: gradient descent with rate s^2 / 2, the paper's) or
-    by the fast fit (``"fast"``: Adam, per-image stopping; :mod:`lfbm_lightning.inference.fit`),
+    by the fast fit (``"fast"``: L-BFGS, per-image stopping; :mod:`lfbm_lightning.inference.fit`),
     then decode.
 
     Args:
