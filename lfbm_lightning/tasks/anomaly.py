@@ -125,7 +125,8 @@ def scores_table(names: list[str], results: dict[str, Any]) -> str:
         auprc = results["auprc" if name == "joint" else f"auprc_{name}"]
         ap = results["average_precision" if name == "joint" else f"ap_{name}"]
         lines.append(
-            f"| {name}: {SCORES[name][1]} | {auprc:.4f} | {ap:.4f} | {results[f'passes_{name}']} |"
+            f"| {name}: {SCORES[name][1]} | {auprc:.4f} | {ap:.4f} "
+            f"| {results[f'passes_{name}']:.1f} |"
         )
     lines += [
         "",
@@ -163,11 +164,12 @@ class Anomaly(ExampleTask):
             seed = item_seed(self.cfg.seed, rank_and_world_size()[0])
             self.rng = torch.Generator(device=self.model.device).manual_seed(seed)
 
-    def passes(self) -> dict[str, int]:
-        """Generator evaluations per image of each selected score: the fit's ``n_steps``
-        steps and its decode; the marginal adds M chains of its own steps, d Jacobian-vector
-        products per chain endpoint and K importance samples."""
-        fit = self.n_steps + 1
+    def passes(self) -> dict[str, float]:
+        """Generator evaluations per image of each selected score: the fit's passes (``n_steps``
+        under ``fit=protocol``, the measured mean under ``fit=fast``) and its decode; the
+        marginal adds M chains of its own steps, d Jacobian-vector products per chain endpoint
+        and K importance samples. Collective in DDP (every rank calls it)."""
+        fit = self.fit_results().get("passes_per_fit", self.n_steps) + 1
         out = {name: fit for name in self.scores if name != "marginal"}
         if "marginal" in self.scores:
             chains = int(self.marginal.n_chains)

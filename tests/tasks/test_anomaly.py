@@ -120,3 +120,6 @@ def test_fast_fit_scores_with_fewer_counted_passes(digits_ckpt, run_task):
     assert fast["generator_passes"] < protocol["generator_passes"]
     assert fast["passes_per_fit"] == pytest.approx(fast["generator_passes"] / 40)
     assert abs(fast["auprc"] - protocol["auprc"]) < 0.05
+    # each score's cost per image is the fit's measured passes plus the decode
+    assert protocol["passes_joint"] == 101
+    assert fast["passes_joint"] == pytest.approx(fast["passes_per_fit"] + 1)
