@@ -124,7 +124,7 @@ class _CurvatureHistory:
         """-H g (A, d) for the images ``rows`` (A,) with gradients g (A, d): the two-loop
         recursion over the pairs, newest (slot (t - 1) mod m) first, with the initial inverse
         Hessian (s.y / y.y) I of the newest pair; with no pair, H = I (steepest descent; the
-        trust radius then sets the step's length)."""
+        trust radius caps the step length)."""
         slots = [(t - 1 - k) % self.memory for k in range(self.memory)]
         s, y, rho = self.s[rows], self.y[rows], self.rho[rows]
         q, alphas = grad.clone(), []
