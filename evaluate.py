@@ -1,6 +1,6 @@
 """Evaluate a trained checkpoint: ``python evaluate.py ckpt_path=PATH task=TASK [key=value] ...``.
 
-The same command as ``lfbm-evaluate`` (:func:`lfbm_lightning.commands.evaluate_command`),
+The same command as ``lfbm-evaluate`` (:func:`lfbm_lightning.cli.commands.evaluate_command`),
 runnable from a checkout. ``python evaluate.py --help`` lists the tasks and their options
 (docs/paper.md#evaluation-protocols). Outputs land in the Hydra run directory:
 ``metrics.json``, ``results.md``, ``per_example.csv`` and PNG figures.
@@ -14,7 +14,7 @@ Examples:
     python evaluate.py ckpt_path=... task=reconstruction devices=4   # 4 GPUs share the work
 """
 
-from lfbm_lightning.commands import evaluate_command
+from lfbm_lightning.cli.commands import evaluate_command
 
 if __name__ == "__main__":
     evaluate_command()

@@ -1,6 +1,6 @@
 """Train a latent-prior generator model: ``python train.py [group=option] [key=value] ...``.
 
-The same command as ``lfbm-train`` (:func:`lfbm_lightning.commands.train_command`), runnable
+The same command as ``lfbm-train`` (:func:`lfbm_lightning.cli.commands.train_command`), runnable
 from a checkout. ``python train.py --help`` lists the config groups and common commands.
 
 Examples:
@@ -13,7 +13,7 @@ Examples:
     python train.py -m hparams_search=digits_optuna   # an Optuna search on digits
 """
 
-from lfbm_lightning.commands import train_command
+from lfbm_lightning.cli.commands import train_command
 
 if __name__ == "__main__":
     train_command()

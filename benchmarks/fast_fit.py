@@ -52,15 +52,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.langevin_speed import run_config  # noqa: E402
-from lfbm_lightning.checkpoints import load_model  # noqa: E402
-from lfbm_lightning.evaluation import build_datamodule  # noqa: E402
-from lfbm_lightning.inference.base import seeded_normal  # noqa: E402
 from lfbm_lightning.inference.fit import fast_fit  # noqa: E402
+from lfbm_lightning.inference.posterior import seeded_normal  # noqa: E402
 from lfbm_lightning.langevin import frozen_parameters  # noqa: E402
-from lfbm_lightning.metrics.anomaly import auprc  # noqa: E402
-from lfbm_lightning.metrics.reconstruction import per_image_mse  # noqa: E402
+from lfbm_lightning.metrics.mse import per_image_mse  # noqa: E402
+from lfbm_lightning.metrics.precision_recall import auprc  # noqa: E402
 from lfbm_lightning.models import LatentPriorModel  # noqa: E402
 from lfbm_lightning.models.energy import reconstruction_energy  # noqa: E402
+from lfbm_lightning.run.evaluation import build_datamodule  # noqa: E402
+from lfbm_lightning.runtime.checkpoints import load_model  # noqa: E402
 
 TEACHER_SEED = 123
 

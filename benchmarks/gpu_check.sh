@@ -3,7 +3,7 @@
 # (tests/cuda, marker `cuda`) and the speed benchmark on CUDA. Writes to benchmarks/results/:
 #   gpu_check.json                  the GPU, torch, the tests' outcome and the time taken
 #   gpu_check_pytest.txt            the tests' report
-#   langevin_speed_cuda_b100.csv    per-step costs on CUDA (read by lfbm_lightning.launch_plan)
+#   langevin_speed_cuda_b100.csv    per-step costs on CUDA (read by lfbm_lightning.cli.plan)
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root
 set -uo pipefail

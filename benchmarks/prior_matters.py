@@ -42,10 +42,10 @@ from matplotlib.figure import Figure
 
 from lfbm_lightning import CONF_DIR
 from lfbm_lightning.data.synthetic import SyntheticDataModule
-from lfbm_lightning.evaluation import build_datamodule, evaluate, load_model
-from lfbm_lightning.images import to_grid
 from lfbm_lightning.metrics.mmd import median_bandwidth, mmd2_unbiased
 from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.reporting.image_grids import to_grid
+from lfbm_lightning.run.evaluation import build_datamodule, evaluate, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 

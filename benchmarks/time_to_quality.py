@@ -57,8 +57,8 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lfbm_lightning import CONF_DIR  # noqa: E402
-from lfbm_lightning.metrics.anomaly import auprc  # noqa: E402
 from lfbm_lightning.metrics.mmd import median_bandwidth, mmd2_unbiased  # noqa: E402
+from lfbm_lightning.metrics.precision_recall import auprc  # noqa: E402
 from lfbm_lightning.models import LatentPriorModel  # noqa: E402
 from lfbm_lightning.models.energy import reconstruction_energy  # noqa: E402
 

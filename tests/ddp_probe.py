@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from lfbm_lightning import after_fit
+from lfbm_lightning.run import after_fit
 
 
 def flat_parameters(module: torch.nn.Module) -> torch.Tensor:

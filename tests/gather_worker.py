@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from lfbm_lightning.distributed import gather_lists, shard_indices
+from lfbm_lightning.runtime.distributed import gather_lists, shard_indices
 
 GATHER_SIZES = (0, 1, 5, 8)
 """Item counts of the test: none, fewer than the ranks, odd, even."""

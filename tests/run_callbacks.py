@@ -12,7 +12,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from lfbm_lightning import checkpoint_io
+from lfbm_lightning.runtime import checkpoint_io
 
 
 class KillDuringCheckpointWrite(pl.Callback):

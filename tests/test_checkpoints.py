@@ -7,8 +7,8 @@ import pickle
 import pytest
 import torch
 
-from lfbm_lightning.checkpoints import CheckpointError, load_model, read_checkpoint
-from lfbm_lightning.training import train
+from lfbm_lightning.run.training import train
+from lfbm_lightning.runtime.checkpoints import CheckpointError, load_model, read_checkpoint
 from tests.conftest import TINY, compose_config, run_entry_point
 
 

@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from lfbm_lightning.config_checks import ConfigError, validate_config
-from lfbm_lightning.training import train
+from lfbm_lightning.run.config_checks import ConfigError, validate_config
+from lfbm_lightning.run.training import train
 from tests.conftest import run_entry_point
 from tests.train_runs import error_lines
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from lfbm_lightning.config_tree import print_config_tree
+from lfbm_lightning.run.config_tree import print_config_tree
 
 
 def test_tree_lists_top_level_nodes_in_order_with_resolved_values(tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lfbm_lightning.data.base import FileDataModule
+from lfbm_lightning.data.data_module import FileDataModule
 from lfbm_lightning.errors import DatasetFilesMissing
 from lfbm_lightning.generators import output_shape
 from tests.conftest import CONF

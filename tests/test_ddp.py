@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lfbm_lightning.distributed import gather_lists, shard_indices
+from lfbm_lightning.runtime.distributed import gather_lists, shard_indices
 from tests.conftest import REPO, TINY, run_entry_point
 
 TESTS = Path(__file__).parent

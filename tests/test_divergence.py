@@ -9,9 +9,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lfbm_lightning.checkpoints import load_model
-from lfbm_lightning.models.latent_model import DivergenceError
-from lfbm_lightning.training import train
+from lfbm_lightning.models.latent_prior_model import DivergenceError
+from lfbm_lightning.run.training import train
+from lfbm_lightning.runtime.checkpoints import load_model
 from tests.conftest import compose_config
 from tests.train_runs import callback, error_lines, run_train
 

@@ -15,15 +15,15 @@ from hydra.utils import get_class
 from lfbm_lightning.data.readers import DatasetFilesMissing
 from lfbm_lightning.data.selection import relocate
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.evaluation import (
+from lfbm_lightning.metrics.fid_statistics import dataset_fingerprint
+from lfbm_lightning.run.evaluation import (
     TASK_DIR,
     build_datamodule,
     evaluate,
     markdown_table,
     resolve_device,
 )
-from lfbm_lightning.metrics.fid_statistics import dataset_fingerprint
-from lfbm_lightning.tasks.base import Task
+from lfbm_lightning.tasks.task import Task
 from tests.conftest import compose_config, run_entry_point
 
 TASK_NAMES = ["anomaly", "inpainting", "likelihood", "reconstruction", "recovery", "synthesis"]

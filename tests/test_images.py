@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lfbm_lightning.images import (
+from lfbm_lightning.reporting.image_grids import (
     LABEL_HEIGHT,
     MIN_SIDE,
     SEPARATOR,

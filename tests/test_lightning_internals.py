@@ -1,8 +1,8 @@
 """The Lightning internals this project relies on are still where it expects them.
 
-``lfbm_lightning.distributed`` replaces the launchers' ``_hydra_subprocess_cmd`` (so DDP ranks
-join the current Hydra job) and reads the launcher's ``procs`` (to wait for or kill them); the
-W&B logger wrapper reads and sets ``WandbLogger._experiment`` and ``_wandb_init``. These are
+``lfbm_lightning.runtime.distributed`` replaces the launchers' ``_hydra_subprocess_cmd`` (so DDP
+ranks join the current Hydra job) and reads the launcher's ``procs`` (to wait for or kill them);
+the W&B logger wrapper reads and sets ``WandbLogger._experiment`` and ``_wandb_init``. These are
 private names: pyproject.toml caps pytorch-lightning below the next minor release, and these
 tests fail loudly, naming the moved piece, when an upgrade moves one of them.
 """

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from lfbm_lightning.sweep_table import format_cell
-from lfbm_lightning.sweep_table import gather as gather_main
+from lfbm_lightning.reporting.sweep_table import format_cell
+from lfbm_lightning.reporting.sweep_table import gather as gather_main
 from tests.conftest import CONF, TINY, run_entry_point
 from tests.test_wandb import wandb_records
 

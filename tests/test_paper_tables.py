@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from lfbm_lightning.cli.plan import job_cost, job_overrides, plan
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.launch_plan import job_cost, job_overrides, plan
-from lfbm_lightning.paper_tables import published_results, render, table_ids
-from lfbm_lightning.sweep_table import gather as gather_main
-from lfbm_lightning.sweep_table import read_jobs
-from lfbm_lightning.training import train
+from lfbm_lightning.reporting.jobs import read_jobs
+from lfbm_lightning.reporting.paper_tables import published_results, render, table_ids
+from lfbm_lightning.reporting.sweep_table import gather as gather_main
+from lfbm_lightning.run.training import train
 from tests.conftest import CONF, TINY, compose_config, run_entry_point
 
 PAPER_EXPERIMENTS = [

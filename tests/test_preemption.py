@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lfbm_lightning.checkpoints import load_model
+from lfbm_lightning.runtime.checkpoints import load_model
 from tests.train_runs import callback, error_lines, run_train
 
 RUN = [

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from lfbm_lightning.checkpoints import CheckpointError, check_resume_compatible
+from lfbm_lightning.runtime.checkpoints import CheckpointError, check_resume_compatible
 from tests.conftest import REPO, run_entry_point
 
 # Three epochs of four batches: the kill lands after epoch 0 (or 1), so the resume replays at

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lfbm_lightning.run_summary import format_duration, run_summary
+from lfbm_lightning.run.summary import format_duration, run_summary
 
 
 def test_durations_read_naturally():

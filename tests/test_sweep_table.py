@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lfbm_lightning.sweep_table import (
-    default_metrics,
-    main,
-    markdown_table,
-    mean_std,
-    parse_override,
-    read_jobs,
-)
+from lfbm_lightning.reporting.jobs import parse_override, read_jobs
+from lfbm_lightning.reporting.markdown import mean_std
+from lfbm_lightning.reporting.sweep_table import default_metrics, main, markdown_table
 from tests.conftest import REPO
 
 COMMON = ["trainer.max_epochs=1", "dataset=digits"]
@@ -91,7 +86,14 @@ def test_averaging_over_nothing_makes_the_seed_a_setting(sweep):
 def test_command_line_prints_and_writes_the_table(sweep, tmp_path):
     out = tmp_path / "table.md"
     result = subprocess.run(
-        [sys.executable, "-m", "lfbm_lightning.sweep_table", str(sweep), "--metrics", "val/mse"]
+        [
+            sys.executable,
+            "-m",
+            "lfbm_lightning.reporting.sweep_table",
+            str(sweep),
+            "--metrics",
+            "val/mse",
+        ]
         + ["--output", str(out)],
         cwd=REPO,
         capture_output=True,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.training import train
+from lfbm_lightning.run.training import train
 from tests.conftest import TINY, run_entry_point
 
 

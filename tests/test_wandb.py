@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
-from lfbm_lightning.wandb_logging import (
+from lfbm_lightning.run.wandb_logging import (
     OFFLINE_HINT,
     has_api_key,
     reachable,

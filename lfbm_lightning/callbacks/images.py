@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from lfbm_lightning.callbacks.figures import log_figure
-from lfbm_lightning.images import comparison_grid, save_array, to_grid, to_uint8
+from lfbm_lightning.reporting.image_grids import comparison_grid, save_array, to_grid, to_uint8
 
 
 class ImageGridCallback(pl.Callback):
@@ -16,8 +16,8 @@ class ImageGridCallback(pl.Callback):
     ``images/samples_eXXXX.png`` (decoded prior samples) and ``images/reconstructions_eXXXX.png``
     (the first validation images beside their reconstructions, in labelled columns), plus
     ``samples.png`` and ``reconstructions.png`` for the final model; images are enlarged to
-    be readable (:mod:`lfbm_lightning.images`). The same figures go to every logger that
-    accepts images (``log_image``: W&B, TensorBoard, MLflow; as (H, W, 3) uint8).
+    be readable (:mod:`lfbm_lightning.reporting.image_grids`). The same figures go to every
+    logger that accepts images (``log_image``: W&B, TensorBoard, MLflow; as (H, W, 3) uint8).
 
     Args:
         n_images: images per grid (reconstructions show n_images // 2 pairs).

@@ -6,6 +6,6 @@ files, reader, download and toy files for the tests; see :mod:`lfbm_lightning.da
 A new data set is that one module and that one config, nothing else.
 """
 
-from lfbm_lightning.data.base import FileDataModule, ImageDataModule, OccludedDataset
+from lfbm_lightning.data.data_module import FileDataModule, ImageDataModule, OccludedDataset
 
 __all__ = ["FileDataModule", "ImageDataModule", "OccludedDataset"]

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
-from lfbm_lightning.data.base import FileDataModule
+from lfbm_lightning.data.data_module import FileDataModule
 from lfbm_lightning.data.datasets import IndexedSubset, to_unit_range
 from lfbm_lightning.data.readers import DataFiles, check_choice
 from lfbm_lightning.data.splits import train_val_rows

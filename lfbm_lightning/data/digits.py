@@ -7,7 +7,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 
-from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.data.datasets import TensorImageDataset
 from lfbm_lightning.data.splits import holdout_digit_split, random_split_indices
 

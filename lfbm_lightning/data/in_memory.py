@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lfbm_lightning.data.base import FileDataModule
+from lfbm_lightning.data.data_module import FileDataModule
 from lfbm_lightning.data.datasets import to_unit_range
 from lfbm_lightning.data.splits import train_val_rows
 

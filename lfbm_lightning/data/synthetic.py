@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.data.datasets import TensorImageDataset
 from lfbm_lightning.densities import gaussian_log_normalizer, log_mean_exp
 

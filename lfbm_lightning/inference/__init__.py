@@ -7,13 +7,13 @@ from lfbm_lightning.inference.amortized import (
     ElboResult,
     amortized_elbo,
 )
-from lfbm_lightning.inference.base import (
+from lfbm_lightning.inference.langevin_posterior import LangevinInference
+from lfbm_lightning.inference.posterior import (
     LatentModel,
     PosteriorInference,
     TrainingLatents,
     seeded_normal,
 )
-from lfbm_lightning.inference.langevin import LangevinInference
 from lfbm_lightning.langevin import LangevinResult, energy_grad, langevin
 
 __all__ = [

@@ -14,7 +14,7 @@ from torch import nn
 
 from lfbm_lightning.densities import diag_gaussian_entropy
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.inference.base import (
+from lfbm_lightning.inference.posterior import (
     LatentModel,
     PosteriorInference,
     TrainingLatents,

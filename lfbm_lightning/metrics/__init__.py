@@ -1,6 +1,5 @@
 """Evaluation metrics: FID (torch-fidelity Inception-v3), anomaly AUPRC, reconstruction MSE."""
 
-from lfbm_lightning.metrics.anomaly import anomaly_report, auprc, average_precision, chance_level
 from lfbm_lightning.metrics.fid import (
     FeatureStats,
     InceptionWeightsMissing,
@@ -13,7 +12,13 @@ from lfbm_lightning.metrics.fid import (
     save_stats,
     to_uint8_rgb,
 )
-from lfbm_lightning.metrics.reconstruction import per_image_mse
+from lfbm_lightning.metrics.mse import per_image_mse
+from lfbm_lightning.metrics.precision_recall import (
+    anomaly_report,
+    auprc,
+    average_precision,
+    chance_level,
+)
 
 __all__ = [
     "FeatureStats",

@@ -23,7 +23,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lfbm_lightning.data.selection import relocate, select_examples
-from lfbm_lightning.distributed import gather_lists, shard_indices
 from lfbm_lightning.metrics.fid import (
     FeatureMoments,
     FeatureStats,
@@ -32,6 +31,7 @@ from lfbm_lightning.metrics.fid import (
     resolve_inception_weights,
 )
 from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.runtime.distributed import gather_lists, shard_indices
 
 # (dataset helpers the tasks share; a leaf module would suit them better)
 from lfbm_lightning.seeds import item_seed

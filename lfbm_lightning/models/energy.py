@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lfbm_lightning.priors.base import Prior
+from lfbm_lightning.priors.prior import Prior
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]
 

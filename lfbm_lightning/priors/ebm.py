@@ -7,7 +7,7 @@ from torch import nn
 
 from lfbm_lightning.densities import standard_normal_log_prob
 from lfbm_lightning.langevin import langevin
-from lfbm_lightning.priors.base import Prior
+from lfbm_lightning.priors.prior import Prior
 
 ACTIVATIONS = {"gelu": nn.GELU, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from lfbm_lightning.densities import standard_normal_log_prob
-from lfbm_lightning.priors.base import Prior
 from lfbm_lightning.priors.flow_layers import ActNorm, AffineCoupling, InvertibleLinear
+from lfbm_lightning.priors.prior import Prior
 
 
 class FlowPrior(Prior):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lfbm_lightning.densities import standard_normal_log_prob
-from lfbm_lightning.priors.base import Prior
+from lfbm_lightning.priors.prior import Prior
 
 
 class GaussianPrior(Prior):

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from lfbm_lightning.priors.base import Prior
+from lfbm_lightning.priors.prior import Prior
 
 
 def diag_normal_log_prob(

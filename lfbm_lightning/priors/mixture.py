@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from lfbm_lightning.priors.base import Prior
 from lfbm_lightning.priors.learnable_gaussian import diag_normal_log_prob
+from lfbm_lightning.priors.prior import Prior
 
 
 class MixturePrior(Prior):

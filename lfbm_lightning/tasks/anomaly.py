@@ -34,15 +34,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
-from lfbm_lightning.data.base import ImageDataModule
-from lfbm_lightning.distributed import rank_and_world_size
+from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.metrics.anomaly import anomaly_report
+from lfbm_lightning.metrics.precision_recall import anomaly_report
 from lfbm_lightning.models.energy import reconstruction_energy
+from lfbm_lightning.runtime.distributed import rank_and_world_size
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks.base import ExampleTask
 from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.likelihood import image_log_likelihood, proposal_chain
+from lfbm_lightning.tasks.task import ExampleTask
 
 SCORES = {  # score name -> (per_example.csv column, what it is: Markdown, matplotlib mathtext)
     "joint": ("score", "-log p(x, z) (paper)", r"$-\log p(x, z)$ (paper)"),
@@ -144,7 +144,7 @@ class Anomaly(ExampleTask):
     table of the scores goes into ``results.md`` (:meth:`markdown`).
 
     Results: ``holdout_digit``, ``split``, ``n_steps``, ``step_size``, ``scores``; the
-    :func:`~lfbm_lightning.metrics.anomaly.anomaly_report` of the joint score (``auprc``,
+    :func:`~lfbm_lightning.metrics.precision_recall.anomaly_report` of the joint score (``auprc``,
     ``average_precision``, ``chance_level``, ``n``, ``n_anomalies``, ``n_normal``); for every
     other selected score s, ``auprc_s`` and ``ap_s``; ``passes_s`` for every selected score;
     with ``marginal``, ``marginal_mc_se_mean``, ``marginal_ess_min`` and the sampler settings

@@ -3,7 +3,7 @@
 Images are (B, C, H, W) in [-1, 1] and masks (B, 1, H, W) with 1 = observed, as in
 :mod:`lfbm_lightning.data.datasets`; every item also carries its ``index`` in the split.
 
-**Several ranks** (``evaluate.py devices=N``, :mod:`lfbm_lightning.distributed`): each rank
+**Several ranks** (``evaluate.py devices=N``, :mod:`lfbm_lightning.runtime.distributed`): each rank
 takes its share of the examples (:func:`rank_share`), scores them, and :func:`all_rows` brings
 every rank's per-example rows to every rank, in example order.
 """
@@ -18,10 +18,10 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from lfbm_lightning.data.base import ImageDataModule
+from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.data.selection import select_examples
-from lfbm_lightning.distributed import gather_lists, shard_indices
 from lfbm_lightning.errors import ConfigError
+from lfbm_lightning.runtime.distributed import gather_lists, shard_indices
 
 
 def split_examples(

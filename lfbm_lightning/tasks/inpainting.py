@@ -18,11 +18,11 @@ from typing import Any
 import torch
 
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.images import save_comparison, with_hole
-from lfbm_lightning.metrics.reconstruction import per_image_mse
-from lfbm_lightning.tasks.base import ExampleTask, mean
+from lfbm_lightning.metrics.mse import per_image_mse
+from lfbm_lightning.reporting.image_grids import save_comparison, with_hole
 from lfbm_lightning.tasks.common import reconstruct
 from lfbm_lightning.tasks.outputs import FirstImages
+from lfbm_lightning.tasks.task import ExampleTask, mean
 
 PAPER_SIZE = 64
 PAPER_BOX = (20, 12, 40, 40)  # docs/paper.md: top, left, height, width for 64 x 64 images

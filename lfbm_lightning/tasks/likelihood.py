@@ -44,7 +44,6 @@ import torch
 from omegaconf import DictConfig
 
 from lfbm_lightning.densities import gaussian_log_likelihood
-from lfbm_lightning.distributed import rank_and_world_size
 from lfbm_lightning.inference.importance import (
     ImportanceEstimate,
     LogNormalizer,
@@ -55,8 +54,9 @@ from lfbm_lightning.inference.importance import (
     tilt_log_normalizer,
 )
 from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.runtime.distributed import rank_and_world_size
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks.base import ExampleTask
+from lfbm_lightning.tasks.task import ExampleTask
 
 BPD_NOTE = (
     "bpd = -log p(x) / (D ln 2): density of the continuous images on the [-1, 1] scale, "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from lfbm_lightning.distributed import rank_and_world_size
+from lfbm_lightning.runtime.distributed import rank_and_world_size
 
 
 def is_writer() -> bool:

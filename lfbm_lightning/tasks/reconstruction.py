@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from lfbm_lightning.images import save_comparison
-from lfbm_lightning.metrics.reconstruction import per_image_mse
-from lfbm_lightning.tasks.base import ExampleTask, mean
+from lfbm_lightning.metrics.mse import per_image_mse
+from lfbm_lightning.reporting.image_grids import save_comparison
 from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.outputs import FirstImages
+from lfbm_lightning.tasks.task import ExampleTask, mean
 
 FIGURE_GROUPS = 4
 """Blocks of (original | reconstruction) columns side by side in reconstructions.png."""

@@ -31,18 +31,18 @@ from typing import Any
 import torch
 
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.images import save_comparison, with_hole
 from lfbm_lightning.metrics.fid import FeatureMoments, frechet_distance
 from lfbm_lightning.metrics.fid_statistics import (
     InceptionSettings,
     pooled_stats,
     training_reference_stats,
 )
-from lfbm_lightning.metrics.reconstruction import per_image_mse
+from lfbm_lightning.metrics.mse import per_image_mse
+from lfbm_lightning.reporting.image_grids import save_comparison, with_hole
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks.base import ExampleTask
 from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.outputs import FirstImages, is_writer
+from lfbm_lightning.tasks.task import ExampleTask
 
 FIGURE_GROUPS = 2
 """Blocks of (original | occluded | recovered) columns side by side in recovery.png."""

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from lfbm_lightning.data.selection import select_examples
-from lfbm_lightning.images import save_grid
 from lfbm_lightning.metrics.fid import fidelity_metrics, frechet_distance
 from lfbm_lightning.metrics.fid_statistics import (
     REFERENCE_SUBSET_SEED,
@@ -27,8 +26,9 @@ from lfbm_lightning.metrics.fid_statistics import (
     seeded_rng,
     training_reference_stats,
 )
-from lfbm_lightning.tasks.base import Task
+from lfbm_lightning.reporting.image_grids import save_grid
 from lfbm_lightning.tasks.outputs import is_writer
+from lfbm_lightning.tasks.task import Task
 
 
 class Synthesis(Task):

@@ -15,7 +15,7 @@ from lfbm_lightning.generators import ConvTransposeGenerator
 from lfbm_lightning.inference import langevin
 from lfbm_lightning.models.energy import posterior_energy_fn
 from lfbm_lightning.priors import FlowPrior
-from lfbm_lightning.training import train
+from lfbm_lightning.run.training import train
 from tests.conftest import TINY, compose_config, run_entry_point
 
 pytestmark = [

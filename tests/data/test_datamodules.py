@@ -16,7 +16,7 @@ from lfbm_lightning.data.mnist import MNISTDataModule
 from lfbm_lightning.data.occlusion import MaskMaker, expected_coverage
 from lfbm_lightning.data.svhn import SVHNDataModule
 from lfbm_lightning.errors import DatasetFilesMissing
-from lfbm_lightning.training import prepare_before_fit
+from lfbm_lightning.run.training import prepare_before_fit
 from tests.data.conftest import mnist_grey
 
 LOADER = {"batch_size": 4, "num_workers": 0, "seed": 1}

@@ -11,7 +11,7 @@ import torch
 
 from lfbm_lightning.generators import output_shape
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.training import train
+from lfbm_lightning.run.training import train
 from tests.conftest import run_entry_point
 from tests.test_dataset_configs import PAPER
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.models.energy import posterior_energy_fn
-from lfbm_lightning.training import resolved_config
+from lfbm_lightning.run.training import resolved_config
 from tests.conftest import TINY, run_entry_point
 
 OCCLUDED = ["dataset.occlusion.kind=salt_pepper", "dataset.occlusion.coverage=0.5"]

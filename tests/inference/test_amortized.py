@@ -15,7 +15,7 @@ from torch import nn
 from lfbm_lightning.densities import diag_gaussian_entropy
 from lfbm_lightning.inference import ConvEncoder, amortized_elbo
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.training import resolved_config
+from lfbm_lightning.run.training import resolved_config
 from tests.conftest import CONF, compose_config, run_entry_point
 
 # ---------------------------------------------------------------- a linear-Gaussian model

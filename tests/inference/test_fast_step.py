@@ -15,7 +15,7 @@ from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.models.energy import latent_decoder, posterior_energy_fn
 from lfbm_lightning.priors import FlowPrior, GaussianPrior
 from lfbm_lightning.priors.flow_layers import InvertibleLinear
-from lfbm_lightning.training import resolved_config
+from lfbm_lightning.run.training import resolved_config
 
 D = 8
 LAYERS = {  # small stacks with the paper's block types: stems with and without padding

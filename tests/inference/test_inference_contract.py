@@ -16,12 +16,12 @@ from hydra.utils import instantiate
 
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference import PosteriorInference
-from lfbm_lightning.inference.base import seeded_normal
+from lfbm_lightning.inference.posterior import seeded_normal
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.models.latent_model import build_posterior
+from lfbm_lightning.models.latent_prior_model import build_posterior
+from lfbm_lightning.run.training import resolved_config
 from lfbm_lightning.seeds import item_seed
 from lfbm_lightning.tasks import common
-from lfbm_lightning.training import resolved_config
 from tests.conftest import CONF, compose_config
 
 OPTIONS = sorted(p.stem for p in (CONF / "inference").glob("*.yaml"))

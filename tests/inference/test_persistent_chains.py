@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.training import resolved_config
+from lfbm_lightning.run.training import resolved_config
 from tests.conftest import compose_config
 
 OVERRIDES = [

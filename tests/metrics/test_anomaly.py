@@ -7,7 +7,12 @@ import pytest
 import torch
 from sklearn.metrics import precision_recall_curve
 
-from lfbm_lightning.metrics.anomaly import anomaly_report, auprc, average_precision, chance_level
+from lfbm_lightning.metrics.precision_recall import (
+    anomaly_report,
+    auprc,
+    average_precision,
+    chance_level,
+)
 
 # Five test images, two anomalies (label 1); higher score = more anomalous.
 SCORES = [0.9, 0.8, 0.7, 0.6, 0.2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lfbm_lightning.metrics.reconstruction import per_image_mse
+from lfbm_lightning.metrics.mse import per_image_mse
 
 
 @pytest.fixture

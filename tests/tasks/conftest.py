@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lfbm_lightning.evaluation import evaluate
+from lfbm_lightning.run.evaluation import evaluate
 from tests.conftest import compose_config, run_entry_point
 from tests.metrics.conftest import inception_weights  # noqa: F401  (session fixture)
 

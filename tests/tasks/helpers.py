@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lfbm_lightning.images import LABEL_HEIGHT, MIN_SIDE, SEPARATOR
+from lfbm_lightning.reporting.image_grids import LABEL_HEIGHT, MIN_SIDE, SEPARATOR
 
 
 def read_rows(path: Path) -> list[dict[str, float]]:
@@ -18,7 +18,8 @@ def read_rows(path: Path) -> list[dict[str, float]]:
 
 def grid_shape(path: Path, side: int = MIN_SIDE, labelled: bool = False) -> tuple[int, int]:
     """(rows, columns) of a PNG grid of ``side``-pixel images separated by
-    :data:`~lfbm_lightning.images.SEPARATOR` pixels, under a label row when ``labelled``."""
+    :data:`~lfbm_lightning.reporting.image_grids.SEPARATOR` pixels, under a label row when
+    ``labelled``."""
     width, height = Image.open(path).size
     height -= LABEL_HEIGHT if labelled else 0
     cell = side + SEPARATOR

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lfbm_lightning.metrics.fid import InceptionWeightsMissing
-from lfbm_lightning.training import train
+from lfbm_lightning.run.training import train
 from tests.conftest import TINY, compose_config
 
 

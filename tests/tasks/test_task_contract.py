@@ -1,4 +1,4 @@
-"""Every task of conf/task/ keeps the contract of lfbm_lightning.tasks.base: run on a trained
+"""Every task of conf/task/ keeps the contract of lfbm_lightning.tasks.task: run on a trained
 checkpoint, it writes metrics.json, results.md and its declared files, with finite numbers.
 
 A new task yaml is picked up here without edits; its options are shrunk by name (any of
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import get_class
 
-from lfbm_lightning.evaluation import TASK_DIR
+from lfbm_lightning.run.evaluation import TASK_DIR
 
 SMALL = {  # option name -> a small value, applied where a task has the option
     "n_examples": 12,

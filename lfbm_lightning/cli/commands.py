@@ -1,0 +1,71 @@
+"""The commands ``lfbm-train`` and ``lfbm-evaluate`` (``python train.py`` / ``evaluate.py``
+from a checkout run the same functions).
+
+Each is a Hydra application over the configs shipped inside the package
+(``conf``), so it works from any directory after ``pip install``. ``--help``
+prints the command's own page (:mod:`lfbm_lightning.cli.help`); project and config errors become
+one line and an exit status (:func:`lfbm_lightning.cli.exit_codes.report_errors`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from lfbm_lightning import CONF_DIR
+from lfbm_lightning.cli.exit_codes import report_errors
+from lfbm_lightning.cli.help import evaluate_help, train_help
+from lfbm_lightning.cli.plan import plan
+
+HELP_FLAGS = ("--help", "-h")
+PLAN_FLAG = "plan=true"
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+@report_errors
+def _train(cfg: DictConfig) -> float | None:
+    # imported here, not at the top: pytorch_lightning takes seconds to import, which --help,
+    # plan=true and Hydra's own override errors need not pay
+    from lfbm_lightning.run.training import train  # noqa: PLC0415
+
+    _, metrics = train(cfg)
+    # a sweeper (hparams_search=...) optimises the value returned here
+    return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
+@report_errors
+def _evaluate(cfg: DictConfig) -> None:
+    from lfbm_lightning.run.evaluation import evaluate  # noqa: PLC0415 - as in _train
+
+    evaluate(cfg)
+
+
+def _run(app: Callable[[], object], page: Callable[[Path], str]) -> None:
+    if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
+        print(page(CONF_DIR))
+        return
+    app()
+
+
+def train_command() -> None:
+    """``lfbm-train [group=option ...] [key=value ...]``: train (``--help`` for the page).
+
+    With ``plan=true`` nothing trains: the sweep the other arguments describe is printed with
+    its jobs, epochs, Langevin steps and estimated hours (:mod:`lfbm_lightning.cli.plan`),
+    before Hydra would launch a job.
+    """
+    if PLAN_FLAG in sys.argv[1:]:
+        ignored = (PLAN_FLAG, "-m", "--multirun")
+        print(plan([arg for arg in sys.argv[1:] if arg not in ignored]), end="")
+        return
+    _run(_train, train_help)
+
+
+def evaluate_command() -> None:
+    """``lfbm-evaluate ckpt_path=... task=...``: evaluate a checkpoint (``--help``)."""
+    _run(_evaluate, evaluate_help)

@@ -1,0 +1,353 @@
+"""The LightningModule: a latent prior p(z), a generator g(z) and a posterior inference method.
+
+Maximum-likelihood learning (Xie et al. 2023, Pang et al. 2020, Han et al. 2017): for a batch x,
+
+1. infer z ~ p(z | x) with the inference method (``conf/inference/*.yaml``): short-run
+   Langevin on E(z) = -log p(x, z) + const from N(0, I) or persistent chains, or an encoder
+   q(z|x) with optional Langevin refinement (LFBM-VAE);
+2. minimise L = mean_i ||x_i - g(z_i)||^2 / (2 sigma^2) + prior.loss(z) [+ the method's own
+   loss, e.g. the encoder's -ELBO] with one backward, then step the prior and the generator
+   optimizers (Adam, betas (0.5, 0.999)).
+
+The gradient of L is the Monte-Carlo estimate of -grad log p(x) (Fisher's identity); with an
+encoder and no Langevin steps it is the reparameterised gradient of -ELBO (docs/lfbm_vae.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from lfbm_lightning.errors import DivergenceError, LfbmError
+from lfbm_lightning.inference.posterior import PosteriorInference
+from lfbm_lightning.langevin import EnergyFn, LangevinResult
+from lfbm_lightning.models.energy import posterior_energy_fn, reconstruction_energy
+from lfbm_lightning.priors.prior import Prior
+
+DEFAULT_INFERENCE = "lfbm_lightning.inference.LangevinInference"
+PRIOR_SEED_OFFSET = 2**32  # prior-sampler seeds never collide with Langevin seeds
+
+
+def build_posterior(inference: dict[str, Any]) -> PosteriorInference:
+    """The inference method of an ``inference`` config node (``_target_`` absent: Langevin).
+
+    A method's own config error (:class:`~lfbm_lightning.errors.ConfigError`) is raised as it
+    is, not wrapped in Hydra's InstantiationException, so the user sees its one line.
+    """
+    try:
+        return instantiate({"_target_": DEFAULT_INFERENCE, **inference})
+    except InstantiationException as err:
+        if isinstance(err.__cause__, LfbmError):
+            raise err.__cause__ from None
+        raise
+
+
+class LatentPriorModel(pl.LightningModule):
+    """Generator + latent prior + posterior inference, trained with manual optimization.
+
+    The whole resolved run config is the only constructor argument and is stored in every
+    checkpoint, so ``LatentPriorModel.load_from_checkpoint(path)`` rebuilds the model (and
+    ``evaluate.py`` the data) from the checkpoint alone.
+
+    Config keys read here: ``prior``, ``generator`` and ``inference`` (instantiated; an
+    ``inference`` node without ``_target_`` is short-run Langevin), ``seed`` and ``model``
+    (``sigma``, ``prior_optimizer``, ``generator_optimizer``, ``lr_gamma``, ``on_divergence``).
+
+    Randomness in training comes from two generators per rank, both checkpointed: the
+    posterior chains' (:meth:`langevin_rng`, seed * 1000 + rank) and the prior sampler's
+    (:meth:`prior_rng`, 2^32 + seed * 1000 + rank: an EBM prior's Langevin samples).
+
+    Args:
+        config: the resolved run config as a plain dict.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.config = config
+        self.prior: Prior = instantiate(config["prior"])
+        self.generator: torch.nn.Module = instantiate(config["generator"])
+        model_cfg = config["model"]
+        self.sigma = float(model_cfg["sigma"])
+        self.seed = int(config.get("seed", 0))
+        self.inference_cfg = config["inference"]
+        self.posterior = build_posterior(self.inference_cfg)
+        self.posterior.prepare_generator(self.generator)
+        self.automatic_optimization = False
+        self._rngs: dict[str, torch.Generator] = {}
+        self._pending_rng_states: dict[str, torch.Tensor] = {}  # from a checkpoint
+        self.skipped_batches = 0
+        if model_cfg.get("on_divergence", "stop") not in ("stop", "skip"):
+            raise ValueError(
+                f"model.on_divergence must be 'stop' or 'skip', got {model_cfg['on_divergence']!r}"
+            )
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def latent_dim(self) -> int:
+        return self.prior.latent_dim
+
+    @property
+    def chain_steps(self) -> int:
+        """Langevin steps of a training chain (the inference method's)."""
+        return self.posterior.chain_steps
+
+    @property
+    def eval_chain_steps(self) -> int:
+        """Noise-free steps of a reconstruction (the inference method's)."""
+        return self.posterior.eval_chain_steps
+
+    @property
+    def encoder(self) -> torch.nn.Module | None:
+        """The inference method's encoder q(z|x) when it has one (amortised), else None."""
+        return getattr(self.posterior, "encoder", None)
+
+    def _rank_rng(self, name: str, seed: int) -> torch.Generator:
+        rng = self._rngs.get(name)
+        if rng is None or rng.device != self.device:
+            rng = torch.Generator(device=self.device)
+            rng.manual_seed(seed + self.global_rank)
+            self._rngs[name] = rng
+        return rng
+
+    def langevin_rng(self) -> torch.Generator:
+        """Noise generator of the posterior chains, seeded with seed * 1000 + global rank.
+
+        Each DDP rank draws different noise, reproducibly; its state is checkpointed.
+        """
+        return self._rank_rng("langevin", self.seed * 1000)
+
+    def prior_rng(self) -> torch.Generator:
+        """Generator of the prior's own samples in training (an EBM's Langevin starts and
+        noise), seeded with 2^32 + seed * 1000 + global rank; checkpointed."""
+        return self._rank_rng("prior", PRIOR_SEED_OFFSET + self.seed * 1000)
+
+    def posterior_energy(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        autocast_dtype: torch.dtype | None = None,
+        compile: bool | str = False,
+    ) -> EnergyFn:
+        """E(z) = ||mask * (x - g(z))||^2 / (2 sigma^2) - log p(z) of images x
+        (:func:`~lfbm_lightning.models.energy.posterior_energy_fn`)."""
+        return posterior_energy_fn(
+            x,
+            self.generator,
+            self.prior,
+            self.sigma,
+            mask,
+            autocast_dtype=autocast_dtype,
+            compile=compile,
+        )
+
+    def encode(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) of the encoder: (mu (B, d), log_var (B, d)); missing pixels are zeroed."""
+        if self.encoder is None:
+            raise RuntimeError("this model has no encoder (inference without 'encoder' node)")
+        return self.posterior.encode(x, mask)
+
+    def infer(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        n_steps: int | None = None,
+        step_size: float | None = None,
+        noise: bool = True,
+        z0: torch.Tensor | None = None,
+        rng: torch.Generator | None = None,
+    ) -> LangevinResult:
+        """Sample (noise on) or fit (noise off) z for images x (B, C, H, W) by Langevin.
+
+        Defaults: :attr:`chain_steps` steps of ``inference.step_size``, started from the
+        inference method's evaluation start of x (:meth:`PosteriorInference.start`, examples
+        numbered by position), noise from :meth:`langevin_rng` unless ``rng`` is given.
+        """
+        n_steps = self.chain_steps if n_steps is None else n_steps
+        step_size = self.posterior.step_size if step_size is None else step_size
+        rng = self.langevin_rng() if rng is None else rng
+        if z0 is None:
+            z0 = self.posterior.start(self, x, mask, None, self.seed)
+        return self.posterior.chain(self, x, mask, z0, n_steps, step_size, noise, rng)
+
+    def reconstruct(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        n_steps: int | None = None,
+        *,
+        index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inference method's reconstruction (:meth:`PosteriorInference.reconstruct`) of
+        images x (B, C, H, W), examples ``index`` (None: positions), seeded with ``seed``:
+        a deterministic function of (model, x, index) that never draws from the training
+        noise stream (so evaluation cannot change a resumed run).
+
+        Returns:
+            (x_hat (B, C, H, W), z (B, d)).
+        """
+        return self.posterior.reconstruct(
+            self, x, mask, index=index, seed=self.seed, n_steps=n_steps
+        )
+
+    @torch.no_grad()
+    def sample_images(self, n: int) -> torch.Tensor:
+        """Decode n prior samples: images (n, C, H, W) in [-1, 1]."""
+        return self.generator(self.prior.sample(n))
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, mask = batch["image"], batch.get("mask")
+        latents = self.posterior.training_latents(self, batch, self.langevin_rng())
+        z = latents.z
+        generator_loss = reconstruction_energy(x, self.generator(z), self.sigma, mask).mean()
+        prior_loss = self.prior.loss(z, rng=self.prior_rng())
+        loss = generator_loss + prior_loss  # logged; a method's own loss has no useful value
+        total = loss if latents.loss is None else loss + latents.loss
+
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for opt in optimizers:
+            opt.zero_grad()
+        diverged = self._first_non_finite(
+            {"z": z, "posterior energy": latents.energy, "loss": total}, skip_nan_energy=True
+        )
+        if diverged is None:
+            self.manual_backward(total)
+            diverged = self._first_non_finite({"gradient": self._gradients()})
+        if diverged is not None:
+            return self._on_divergence(diverged, batch_idx)
+        for opt in optimizers:
+            opt.step()
+        self.posterior.after_step(self, batch, z)
+
+        logs = {
+            **latents.logs,
+            "train/loss": loss.detach(),
+            "train/loss_generator": generator_loss.detach(),
+            "train/loss_prior": prior_loss.detach(),
+        }
+        self.log_dict(
+            logs,
+            prog_bar=False,
+            on_step=True,
+            on_epoch=True,
+            batch_size=x.shape[0],
+            sync_dist=True,
+        )
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, logger=False, sync_dist=True)
+        return loss.detach()
+
+    def _gradients(self) -> torch.Tensor:
+        """All parameter gradients flattened into one vector (empty when there are none)."""
+        grads = [p.grad.flatten() for p in self.parameters() if p.grad is not None]
+        return torch.cat(grads) if grads else torch.zeros(0, device=self.device)
+
+    @staticmethod
+    def _first_non_finite(
+        tensors: dict[str, torch.Tensor], skip_nan_energy: bool = False
+    ) -> str | None:
+        """Name of the first tensor holding NaN or Inf, else None (one host sync per call).
+
+        A zero-step chain reports its energy as NaN by construction; ``skip_nan_energy``
+        ignores an all-NaN energy then.
+        """
+        for name, tensor in tensors.items():
+            if skip_nan_energy and name == "posterior energy" and tensor.isnan().all():
+                continue
+            if not bool(torch.isfinite(tensor).all()):
+                return name
+        return None
+
+    def _on_divergence(self, quantity: str, batch_idx: int) -> torch.Tensor:
+        """Stop the run (``model.on_divergence: stop``) or skip the batch (``skip``).
+
+        The optimizers have not stepped, so the parameters stay those of the last good step
+        and no checkpoint with NaN weights is ever written. Skipped batches are counted in
+        ``train/skipped_batches``.
+        """
+        policy = self.config["model"].get("on_divergence", "stop")
+        where = f"epoch {self.current_epoch}, batch {batch_idx}, global step {self.global_step}"
+        if policy != "skip":
+            raise DivergenceError(
+                f"non-finite {quantity} at {where}: training stopped before the optimizer "
+                "step, the weights are those of the last good step (set "
+                "model.on_divergence=skip to skip such batches)"
+            )
+        for opt in self.trainer.optimizers:
+            opt.zero_grad()
+        self.skipped_batches += 1
+        self.log("train/skipped_batches", float(self.skipped_batches), on_step=True)
+        return torch.tensor(float("nan"))
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        x, mask = batch["image"], batch.get("mask")
+        x_hat, _ = self.reconstruct(x, mask, index=batch["index"])
+        mse = (x - x_hat).pow(2).flatten(1).mean(1)
+        self.log("val/mse", mse.mean(), prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+
+    def configure_optimizers(self) -> tuple[list, list]:
+        """One Adam per network that has parameters (a fixed Gaussian prior has none).
+
+        Returns ([prior optimizer,] generator optimizer) with one ExponentialLR each, stepped
+        once per epoch. The inference method's parameters (an encoder), when it has any, are
+        further param groups of the generator optimizer (:meth:`PosteriorInference.param_groups`),
+        so the number of optimizers, and what ``global_step`` counts, do not depend on it.
+        """
+        model_cfg = self.config["model"]
+        optimizers = []
+        if any(p.requires_grad for p in self.prior.parameters()):
+            optimizers.append(instantiate(model_cfg["prior_optimizer"])(self.prior.parameters()))
+        groups = [{"params": list(self.generator.parameters())}, *self.posterior.param_groups()]
+        optimizers.append(instantiate(model_cfg["generator_optimizer"])(groups))
+        gamma = float(model_cfg["lr_gamma"])
+        schedulers = [torch.optim.lr_scheduler.ExponentialLR(o, gamma) for o in optimizers]
+        return optimizers, schedulers
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what an exact resume needs beyond Lightning's own state: the chains' and the
+        prior sampler's noise streams, the global torch RNG (anything else that draws from
+        it), the skipped-batch count and the inference method's state (persistent chains)."""
+        checkpoint["langevin_rng_state"] = self.langevin_rng().get_state()
+        checkpoint["prior_rng_state"] = self.prior_rng().get_state()
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        checkpoint["skipped_batches"] = self.skipped_batches
+        checkpoint["posterior"] = self.posterior.checkpoint_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pending_rng_states = {
+            key: checkpoint[key]
+            for key in ("langevin_rng_state", "prior_rng_state", "torch_rng_state")
+            if key in checkpoint
+        }
+        self.skipped_batches = int(checkpoint.get("skipped_batches", 0))
+        self.posterior.load_checkpoint_state(checkpoint.get("posterior", {}))
+
+    def on_fit_start(self) -> None:
+        """Create the per-rank generators on the model's device (restoring their states when
+        resuming) and let the inference method set up (persistent chains)."""
+        states, self._pending_rng_states = self._pending_rng_states, {}
+        for key, rng in (
+            ("langevin_rng_state", self.langevin_rng()),
+            ("prior_rng_state", self.prior_rng()),
+        ):
+            if key in states:
+                rng.set_state(states[key])
+        if "torch_rng_state" in states:
+            torch.set_rng_state(states["torch_rng_state"])
+        self.posterior.setup(self)

@@ -1,0 +1,1 @@
+"""Reporting leaves: image grids, sweep and paper tables, the published numbers."""

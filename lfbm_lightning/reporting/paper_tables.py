@@ -1,0 +1,280 @@
+"""A sweep's numbers in the layout of the paper's tables, ours next to the published ones.
+
+The published tables are data (``lfbm_lightning/reporting/published_results.yaml``, schema at
+its top).
+A cell (row r, column c) of a table gathers the jobs of a sweep whose settings satisfy both
+the row's and the column's ``overrides`` (``prior=ebm`` and ``dataset.holdout_digit=4``): a
+config group is compared with the job's choice (``.hydra/hydra.yaml``), any other key with
+its resolved value (``.hydra/config.yaml``), and so are the table's own ``overrides`` except
+its ``dataset=`` (the paper's data set), so that the digits versions of a sweep fill the same
+table. A job whose config lists ``paper_stands_for: [key=value, ...]`` (the digits recovery
+jobs: a 4 px region stands for the paper's 30 px) satisfies those overrides instead of its own
+values for their keys. Each job's number is ``metrics.json[TASK_KEY[metric]]`` (written by
+``evaluate_after_fit``):
+
+- one job: its value +/- its ``_sd`` (the spread over its evaluated checkpoints, the paper's
+  +/- for the anomaly table), n = its ``<task>/n_checkpoints``;
+- several jobs (seeds): the mean +/- the sample standard deviation over the jobs, n = jobs.
+
+The ``chance`` row of the anomaly table shows the chance level of the jobs of its column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+from lfbm_lightning.reporting.jobs import Job
+from lfbm_lightning.reporting.markdown import mean_std
+
+TASK_KEY = {
+    "auprc": "anomaly/auprc",
+    "reconstruction_mse": "reconstruction/mse",
+    "recovery_mse": "recovery/mse_missing_01",
+}
+"""Published metric -> the metrics.json key of the task that measures it; ``fid`` is the
+synthesis FID in the generation tables and the recovery FID in the recovery tables."""
+
+CHANCE_ROW = "chance"
+
+
+def published_results() -> dict[str, Any]:
+    """``published_results.yaml`` as loaded by ``yaml.safe_load``."""
+    text = (
+        resources.files("lfbm_lightning.reporting").joinpath("published_results.yaml").read_text()
+    )
+    return yaml.safe_load(text)
+
+
+def metric_key(table: Mapping[str, Any], metric: str) -> str:
+    """The metrics.json key that holds ``metric`` for ``table``."""
+    if metric == "fid":
+        return "recovery/fid" if table["group"].startswith("recovery") else "synthesis/fid"
+    return TASK_KEY[metric]
+
+
+@dataclass
+class JobSettings:
+    """What a job ran with: its config-group choices and its resolved config."""
+
+    job: Job
+    choices: dict[str, Any]
+    config: Any
+
+    @classmethod
+    def read(cls, job: Job) -> JobSettings:
+        hydra_file = job.path / ".hydra" / "hydra.yaml"
+        config_file = job.path / ".hydra" / "config.yaml"
+        hydra_cfg = yaml.safe_load(hydra_file.read_text()) if hydra_file.is_file() else {}
+        choices = (hydra_cfg or {}).get("hydra", {}).get("runtime", {}).get("choices", {})
+        config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+        return cls(job, dict(choices), OmegaConf.create(config or {}))
+
+    def satisfies(self, override: str) -> bool:
+        """Whether this job ran with ``key=value`` (a group choice or a config value)."""
+        key, _, value = override.partition("=")
+        stands_for = dict(o.partition("=")[::2] for o in self.config.get("paper_stands_for", []))
+        if key in stands_for:
+            return stands_for[key] == value
+        if key in self.choices:
+            return str(self.choices[key]) == value
+        ran = OmegaConf.select(self.config, key, default=None)
+        return ran == yaml.safe_load(value) or str(ran) == value
+
+
+@dataclass
+class Cell:
+    """One cell: our mean, spread and count (None when no job fills it) and the paper's."""
+
+    ours: float | None
+    spread: float | None
+    n: int
+    jobs: list[str]
+    published: float | None
+    published_error: float | None
+
+
+def our_number(jobs: Sequence[Job], key: str) -> tuple[float | None, float | None, int]:
+    """(mean, spread, n) of ``key`` over ``jobs`` as the module docstring says."""
+    found = [job.metrics for job in jobs if job.metrics and key in job.metrics]
+    if not found:
+        return None, None, 0
+    if len(found) == 1:
+        task = key.split("/")[0]
+        m = found[0]
+        return m[key], m.get(f"{key}_sd", 0.0), int(m.get(f"{task}/n_checkpoints", 1))
+    mean, sd = mean_std([m[key] for m in found])
+    return mean, sd, len(found)
+
+
+def table_cells(
+    table: Mapping[str, Any], settings: Sequence[JobSettings]
+) -> dict[tuple[str, str], Cell]:
+    """Every cell of ``table``, keyed (row key, column key)."""
+    cells = {}
+    for row in table["rows"]:
+        errors = row.get("errors") or [None] * len(table["columns"])
+        for c, column in enumerate(table["columns"]):
+            wanted = [o for o in table.get("overrides") or [] if not o.startswith("dataset=")]
+            wanted += column.get("overrides") or []
+            key = metric_key(table, column["metric"])
+            if row["key"] == CHANCE_ROW:
+                key = key.split("/")[0] + "/chance_level"
+            elif row.get("overrides") is None:
+                wanted = None  # a baseline quoted from other work: no model here
+            else:
+                wanted += row["overrides"]
+            matched = (
+                []
+                if wanted is None
+                else [s.job for s in settings if all(s.satisfies(o) for o in wanted)]
+            )
+            if row["key"] == CHANCE_ROW:
+                matched = matched[:1]  # the same split for every method
+            ours, spread, n = our_number(matched, key)
+            cells[row["key"], column["key"]] = Cell(
+                ours, spread, n, [str(j.path) for j in matched], row["values"][c], errors[c]
+            )
+    return cells
+
+
+def format_pair(cell: Cell, decimals: int) -> str:
+    """``ours ± spread (n N) / published ± error``; '–' for a side without a number."""
+    ours = "–"
+    if cell.ours is not None:
+        ours = f"{cell.ours:.{decimals}f} ± {cell.spread:.{decimals}f} (n {cell.n})"
+    paper = "–" if cell.published is None else f"{cell.published:.{decimals}f}"
+    if cell.published is not None and cell.published_error is not None:
+        paper += f" ± {cell.published_error:.{decimals}f}"
+    return f"{ours} / {paper}"
+
+
+def markdown(table: Mapping[str, Any], cells: Mapping[tuple[str, str], Cell]) -> str:
+    """The table in the paper's layout (methods as rows or as columns), each cell ours / paper."""
+    columns, rows = table["columns"], table["rows"]
+    text = [[format_pair(cells[r["key"], c["key"]], c["decimals"]) for c in columns] for r in rows]
+    if table.get("layout") == "methods_as_columns":
+        header = [table["column_label"], *(r["label"] for r in rows)]
+        body = [
+            [c["label"], *(text[i][j] for i in range(len(rows)))] for j, c in enumerate(columns)
+        ]
+    else:
+        header = [table["row_label"], *(c["label"] for c in columns)]
+        body = [[r["label"], *text[i]] for i, r in enumerate(rows)]
+    lines = [f"## {table['title']} ({table['id']})", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(line) + " |" for line in body]
+    note = "each cell: ours ± spread (n) / published"
+    if table.get("errors_mean"):
+        note += f" ± {table['errors_mean']}"
+    lines += ["", note + "; '–': no number."]
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = (
+    "table",
+    "row",
+    "column",
+    "metric_key",
+    "ours",
+    "spread",
+    "n",
+    "published",
+    "published_error",
+    "jobs",
+)
+
+
+def csv_rows(table: Mapping[str, Any], cells: Mapping[tuple[str, str], Cell]) -> list[dict]:
+    """One CSV record per cell (long format)."""
+    out = []
+    for row in table["rows"]:
+        for column in table["columns"]:
+            cell = cells[row["key"], column["key"]]
+            key = metric_key(table, column["metric"])
+            out.append(
+                {
+                    "table": table["id"],
+                    "row": row["key"],
+                    "column": column["key"],
+                    "metric_key": key,
+                    "ours": cell.ours,
+                    "spread": cell.spread,
+                    "n": cell.n,
+                    "published": cell.published,
+                    "published_error": cell.published_error,
+                    "jobs": ";".join(cell.jobs),
+                }
+            )
+    return out
+
+
+def table_ids(selected: Sequence[str]) -> list[str]:
+    """Table ids from table or group ids (a group: its tables, in print order)."""
+    data = published_results()
+    groups = {g["id"]: g["tables"] for g in data["groups"]}
+    known = {t["id"] for t in data["tables"]}
+    ids = []
+    for name in selected:
+        if name in groups:
+            ids += groups[name]
+        elif name in known:
+            ids.append(name)
+        else:
+            raise ValueError(
+                f"no published table or group {name!r}: one of {sorted(known | set(groups))}"
+            )
+    return ids
+
+
+def render(jobs: Sequence[Job], selected: Sequence[str]) -> tuple[str, str]:
+    """Markdown and CSV of the tables (or groups) ``selected`` filled from ``jobs``."""
+    data = published_results()
+    tables = {t["id"]: t for t in data["tables"]}
+    settings = [JobSettings.read(job) for job in jobs]
+    parts, records = [], []
+    for table_id in table_ids(selected):
+        table = tables[table_id]
+        cells = table_cells(table, settings)
+        parts.append(markdown(table, cells))
+        records += csv_rows(table, cells)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(records)
+    failed = [
+        f"- {job.path}: {task} {state}"
+        for job in jobs
+        for task, state in job_evaluation(job.path).items()
+        if state != "completed"
+    ]
+    text = "\n".join(parts)
+    if failed:
+        text += "\nFailed evaluations:\n" + "\n".join(failed) + "\n"
+    return text, buffer.getvalue()
+
+
+def job_evaluation(job_dir: Path) -> dict[str, str]:
+    """The ``evaluation`` status record of a job's metrics.json (empty when none)."""
+    path = job_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text()).get("evaluation") or {})
+
+
+def sweep_tables(jobs: Sequence[Job]) -> list[str]:
+    """The ``paper_tables`` an experiment config named (first job's config), or []."""
+    for job in jobs:
+        config_file = job.path / ".hydra" / "config.yaml"
+        if config_file.is_file():
+            return list((yaml.safe_load(config_file.read_text()) or {}).get("paper_tables") or [])
+    return []

@@ -1,0 +1,2 @@
+"""Jobs: training, evaluation, evaluation after fit, their config checks, config tree,
+summary and loggers."""

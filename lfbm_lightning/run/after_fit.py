@@ -1,0 +1,153 @@
+"""Evaluate a run's checkpoint(s) when its training ends, inside the same job
+(``evaluate_after_fit=[reconstruction, anomaly]``), so that each job of a sweep leaves a
+complete row of a paper table in its ``metrics.json``.
+
+Each task runs as ``evaluate.py task=<name>`` would (:func:`lfbm_lightning.run.evaluation.evaluate`
+on a composed ``conf/evaluate.yaml``) with ``ckpt_path`` the run's ``checkpoints/`` directory
+when it holds ``epoch-*.ckpt`` files (``callbacks.keep_last_epochs=N``: the paper's +/-, the
+spread over the last N epochs) and ``last.ckpt`` otherwise, writing into
+``<run>/eval/<task>/``. ``evaluate_overrides`` (evaluate.py overrides, e.g.
+``[anomaly.n_steps=50, device=cpu]``) apply to every task.
+
+The run's ``metrics.json`` then gains, per task ``t`` and number ``m`` it reports,
+``"t/m"`` (the mean over the checkpoints), ``"t/m_sd"`` (their sample standard deviation, 0 for
+one checkpoint) and ``"t/n_checkpoints"``, and ``"evaluation": {t: "completed" | "failed: <the
+error>"}``: one failing task is reported in the row and the others still run.
+
+In a DDP job (an initialised process group of N > 1 ranks) every rank runs the tasks, inside
+the job's ``ddp_job_scope``, in its process group and on its own training device (the evaluate
+settings ``device``, ``devices`` and ``num_nodes`` are not used): each task shares its work out
+over the N ranks exactly as ``evaluate.py devices=N`` does. After each task the ranks exchange
+their outcome (one ``all_gather_object``): an error on any rank fails the task on all
+(``"failed (rank r): <the error>"``, r the first failing rank), and every rank keeps rank 0's
+numbers, so all ranks agree and run the next task together. Rank 0 alone writes the files.
+A rank that fails on its own in the middle of a task's exchanges (e.g. out of memory on one
+device; not a setting, checkpoint or data error, which happen before them) is not recovered
+from: the others wait until the process group's timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from lfbm_lightning import CONF_DIR
+from lfbm_lightning.errors import ConfigError
+from lfbm_lightning.run.evaluation import CHECKPOINT_PATTERN, TASK_DIR, evaluate, is_number
+from lfbm_lightning.runtime.checkpoint_io import atomic_write_text
+from lfbm_lightning.runtime.distributed import gather_lists, rank_and_world_size
+
+log = logging.getLogger(__name__)
+
+
+def task_names(cfg: DictConfig) -> list[str]:
+    """The tasks ``evaluate_after_fit`` names (a single name counts as a list of one)."""
+    names = OmegaConf.select(cfg, "evaluate_after_fit", default=None) or []
+    return [names] if isinstance(names, str) else list(names)
+
+
+def check_task_names(cfg: DictConfig) -> None:
+    """A :class:`ConfigError` when ``evaluate_after_fit`` names a task without a
+    ``conf/task/<name>.yaml`` (for the checks before training; after it, an unknown task is a
+    failed task in the row)."""
+    known = sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
+    for name in task_names(cfg):
+        if name not in known:
+            raise ConfigError(
+                f"evaluate_after_fit names task {name!r}: use a list of {known} (conf/task/)"
+            )
+
+
+def run_checkpoints(ckpt_dir: Path) -> Path:
+    """The checkpoints to score: the directory when it keeps epoch files, else last.ckpt."""
+    return ckpt_dir if any(ckpt_dir.glob(CHECKPOINT_PATTERN)) else ckpt_dir / "last.ckpt"
+
+
+def compose_evaluate(overrides: Sequence[str]) -> DictConfig:
+    """``conf/evaluate.yaml`` composed with ``overrides`` (inside or outside a Hydra app)."""
+    if GlobalHydra.instance().is_initialized():
+        return compose("evaluate", overrides=list(overrides))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("evaluate", overrides=list(overrides))
+
+
+def row_numbers(task: str, summary: dict[str, Any]) -> dict[str, float]:
+    """``t/m``, ``t/m_sd`` and ``t/n_checkpoints`` from an evaluate summary (one checkpoint:
+    the task's numbers, sd 0; several: their mean and sd)."""
+    if "mean" in summary:
+        means, sds, n = summary["mean"], summary["sd"], summary["n_checkpoints"]
+    else:
+        means = {k: v for k, v in summary.items() if is_number(v) and k != "processes"}
+        sds, n = dict.fromkeys(means, 0.0), 1
+    out: dict[str, float] = {f"{task}/n_checkpoints": n}
+    for key, value in means.items():
+        out[f"{task}/{key}"] = float(value)
+        out[f"{task}/{key}_sd"] = float(sds.get(key, 0.0))
+    return out
+
+
+def evaluate_after_fit(
+    cfg: DictConfig, out_dir: Path, ckpt_dir: Path, device: torch.device | None = None
+) -> dict[str, Any]:
+    """Run every task of ``cfg.evaluate_after_fit`` on the run's checkpoint(s) and add their
+    numbers to ``out_dir/metrics.json`` (module docstring); returns what was added, the same
+    on every rank.
+
+    Args:
+        cfg: the training config.
+        out_dir: the run directory (``metrics.json``, ``eval/<task>/``).
+        ckpt_dir: the run's ``checkpoints/``.
+        device: this rank's device in a distributed job (the evaluate ``device`` otherwise).
+    """
+    names = task_names(cfg)
+    if not names:
+        return {}
+    rank, world_size = rank_and_world_size()
+    if world_size > 1:
+        dist.barrier()  # every rank sees the checkpoint rank 0 wrote
+    ckpt = run_checkpoints(ckpt_dir)
+    extra = list(OmegaConf.select(cfg, "evaluate_overrides", default=None) or [])
+    added: dict[str, Any] = {}
+    status: dict[str, str] = {}
+    for name in names:
+        numbers, error = run_one(name, extra, ckpt, out_dir / "eval" / name, device)
+        outcomes = gather_lists([(numbers, error)])  # one per rank, in rank order
+        failed = [(r, e) for r, (_, e) in enumerate(outcomes) if e is not None]
+        if failed:
+            where = f" (rank {failed[0][0]})" if world_size > 1 else ""
+            status[name] = f"failed{where}: {failed[0][1]}"
+        else:
+            added |= outcomes[0][0]  # rank 0's: it alone computes some numbers (FID, ...)
+            status[name] = "completed"
+    added["evaluation"] = status
+    if rank == 0:
+        metrics_path = out_dir / "metrics.json"
+        record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        atomic_write_text(metrics_path, json.dumps(record | added, indent=2, sort_keys=True))
+    return added
+
+
+def run_one(
+    name: str, extra: Sequence[str], ckpt: Path, out_dir: Path, device: torch.device | None
+) -> tuple[dict[str, float], str | None]:
+    """Task ``name`` on ``ckpt`` into ``out_dir``: (its row numbers, None), or ({}, the error
+    in one line) when it raised (logged; the next task runs)."""
+    try:
+        eval_cfg = compose_evaluate([f"task={name}", *extra])
+        eval_cfg.ckpt_path = str(ckpt)
+        eval_cfg.paths.output_dir = str(out_dir)
+        if device is not None and rank_and_world_size()[1] > 1:
+            eval_cfg.device = str(device)
+        return row_numbers(name, evaluate(eval_cfg)), None
+    except Exception as err:  # noqa: BLE001 - reported in the row, the next task runs
+        log.exception("evaluate_after_fit: task %s failed", name)
+        return {}, f"{type(err).__name__}: {err}".splitlines()[0]

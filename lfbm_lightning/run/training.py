@@ -1,0 +1,247 @@
+"""Build and run a training job from a composed Hydra config (the logic behind train.py).
+
+With a DDP strategy, ``trainer.fit`` runs inside
+:func:`~lfbm_lightning.runtime.distributed.ddp_job_scope`, so that the ranks join the current
+job, also inside a Hydra sweep; ``evaluate_after_fit`` runs inside it too, after the fit, in
+every rank (:mod:`lfbm_lightning.run.after_fit`).
+
+How a run ends is written to ``metrics.json`` as ``"status"``:
+
+- ``completed``: ``trainer.fit`` returned;
+- ``interrupted``: SIGTERM (scheduler preemption); ``last.ckpt`` holds the state reached and
+  the run stops with :class:`RunInterrupted` (exit status 143 from train.py);
+- ``diverged``: a non-finite batch under ``model.on_divergence=stop``, or more than
+  ``model.max_skipped_fraction`` of an epoch's batches skipped under ``skip``
+  (:class:`~lfbm_lightning.errors.DivergenceError`, whose message names the last checkpoint);
+- ``failed``: any other error.
+
+``"progress"`` holds ``epoch`` (Lightning's current epoch: the epochs done after a complete
+run, the 0-based epoch in progress after an interruption), ``epochs_completed``,
+``global_step`` and ``skipped_batches``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lfbm_lightning.callbacks.curves import csv_metrics_file, read_epoch_metrics
+from lfbm_lightning.callbacks.run_guards import CheckpointOnSigterm, SkippedBatchesGuard
+from lfbm_lightning.errors import CheckpointError, DivergenceError, LfbmError
+from lfbm_lightning.generators import output_shape
+from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.run.after_fit import check_task_names, evaluate_after_fit
+from lfbm_lightning.run.config_checks import validate_config
+from lfbm_lightning.run.config_tree import print_config_tree
+from lfbm_lightning.run.summary import run_summary
+from lfbm_lightning.runtime.checkpoint_io import (
+    AtomicCheckpointIO,
+    atomic_write_text,
+    remove_stale_temp_files,
+    safe_load,
+)
+from lfbm_lightning.runtime.checkpoints import (
+    check_resume_compatible,
+    epochs_done,
+    read_checkpoint,
+)
+from lfbm_lightning.runtime.distributed import ddp_job_scope
+from lfbm_lightning.runtime.run_dir import (
+    append_csv_on_resume,
+    check_epochs_left,
+    check_fresh_run,
+    lock_run_dir,
+    slurm_requeue_checkpoints,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_TREE_FIRST = ("dataset", "prior", "generator", "inference", "model", "trainer")
+"""Config nodes printed first in the tree at the start of a run."""
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run config as a plain, fully resolved dict (without the ``hydra`` node)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return container
+
+
+def prepare_before_fit(datamodule: pl.LightningDataModule, global_rank: int) -> None:
+    """Check the data files (or fetch them, with ``dataset.download=true``) before any model is
+    built, so that a missing file fails within seconds.
+
+    Fetching is left to rank 0: the other ranks of a DDP job skip it here, and inside
+    ``trainer.fit`` Lightning has each node's first rank prepare the data behind a barrier, so
+    no two processes download into the same directory at once.
+    """
+    if getattr(datamodule, "download", False) and global_rank != 0:
+        return
+    datamodule.prepare_data()
+
+
+def check_model_matches_data(model: LatentPriorModel, channels: int, image_size: int) -> None:
+    """Fail early when the generator's output is not the data's image shape."""
+    produced = output_shape(model.generator, model.latent_dim)
+    expected = (channels, image_size, image_size)
+    if produced != expected:
+        raise ValueError(
+            f"the generator produces images of shape {produced} but the data set has "
+            f"{expected} (dataset.channels, dataset.image_size): choose the generator that "
+            "matches the data set (generator=...)"
+        )
+
+
+class RunInterrupted(LfbmError):
+    """The run was stopped by SIGTERM after saving ``last.ckpt``; ``exit_code`` is 143
+    (128 + SIGTERM, what a scheduler expects of a preempted job)."""
+
+    exit_code = 143
+
+
+def checkpoint_dir(cfg: DictConfig) -> Path:
+    """Where ``last.ckpt`` is written (``callbacks.last_checkpoint.dirpath``)."""
+    dirpath = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath")
+    return Path(dirpath) if dirpath else Path(cfg.paths.output_dir) / "checkpoints"
+
+
+def describe_last_checkpoint(path: Path) -> str:
+    """Which checkpoint a stopped run leaves: its path and epoch, or that there is none."""
+    if not path.is_file():
+        return f"no checkpoint was written yet ({path} does not exist)"
+    try:
+        epoch = safe_load(path)["epoch"]
+    except (CheckpointError, KeyError):
+        return f"{path} exists but cannot be read"
+    return f"the last good checkpoint is {path} (epoch {epoch}): resume with ckpt_path={path}"
+
+
+def write_run_metrics(
+    out_dir: Path, metrics: dict[str, float], status: str, trainer: pl.Trainer
+) -> None:
+    """``metrics.json``: the final scalar metrics, ``status`` and ``progress`` (module doc)."""
+    progress = {
+        "epoch": trainer.current_epoch,
+        "epochs_completed": trainer.fit_loop.epoch_progress.current.processed,
+        "global_step": trainer.global_step,
+        "skipped_batches": int(getattr(trainer.lightning_module, "skipped_batches", 0)),
+    }
+    record = {**metrics, "status": status, "progress": progress}
+    try:
+        atomic_write_text(out_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True))
+    except OSError as err:  # e.g. the disk is full: the run's own error says more
+        log.error("could not write %s: %s", out_dir / "metrics.json", err)
+
+
+def scalar_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
+    """Train a model as ``cfg`` describes; returns the trained model and final metrics.
+
+    Writes under ``paths.output_dir``: ``checkpoints/`` (``last.ckpt``; with
+    ``callbacks.keep_last_epochs=N`` also ``epoch-XXXX.ckpt`` of the last N epochs; with
+    ``callbacks.checkpoint.save_top_k=1`` the best by val/mse), ``csv/metrics.csv`` (appended
+    to on resume), ``samples.png``, ``reconstructions.png``, ``images/`` and ``metrics.json``.
+    The directory is locked (``.lock``) while the run uses it. With ``trainer.devices > 1``
+    (or ``trainer.num_nodes > 1``) and a DDP strategy every rank runs this function; only
+    rank 0 writes files.
+
+    Raises:
+        ConfigError: a bad setting, a directory holding another run, or a locked directory.
+        CheckpointError: an unreadable or incompatible ``ckpt_path``, or a failed write.
+        DivergenceError: non-finite training (see the module docstring).
+        RunInterrupted: SIGTERM.
+    """
+    validate_config(cfg)
+    check_task_names(cfg)  # evaluate_after_fit: an unknown task fails now, not after training
+    out_dir = Path(cfg.paths.output_dir)
+    rank_zero = rank_zero_only.rank == 0
+    ckpt_path = cfg.get("ckpt_path")
+    with lock_run_dir(out_dir, enabled=rank_zero):
+        if rank_zero:
+            check_fresh_run(out_dir, ckpt_path)
+        config = resolved_config(cfg)
+        if ckpt_path:
+            checkpoint = read_checkpoint(ckpt_path)
+            check_resume_compatible(config, ckpt_path, checkpoint)
+            check_epochs_left(ckpt_path, epochs_done(checkpoint), cfg.trainer.max_epochs)
+            del checkpoint
+        if rank_zero and OmegaConf.select(cfg, "extras.print_config", default=True):
+            print_config_tree(cfg, out_dir / "config_tree.log", first=CONFIG_TREE_FIRST)
+        return _fit(cfg, config, out_dir, ckpt_path, rank_zero)
+
+
+def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.dataset)
+    prepare_before_fit(datamodule, rank_zero_only.rank)  # missing files fail here, at once
+    model = LatentPriorModel(config)
+    check_model_matches_data(model, cfg.dataset.channels, cfg.dataset.image_size)
+
+    last = checkpoint_dir(cfg) / "last.ckpt"
+    if rank_zero:
+        for stale in remove_stale_temp_files(last.parent):
+            log.info("removed %s, left by an interrupted checkpoint write", stale)
+    callbacks = [
+        instantiate(c) for c in cfg.get("callbacks", {}).values() if isinstance(c, DictConfig)
+    ]
+    sigterm = CheckpointOnSigterm(last)
+    callbacks += [SkippedBatchesGuard(cfg.model.get("max_skipped_fraction", 1.0)), sigterm]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    if rank_zero and (ckpt_path or slurm_requeue_checkpoints(out_dir)):
+        append_csv_on_resume(loggers)  # a resume, or Lightning's own after a SLURM requeue
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+    )
+    started = time.monotonic()
+    with ddp_job_scope(trainer.strategy):  # ranks join this (sweep) job; nothing leaks
+        fit_and_record(trainer, model, datamodule, ckpt_path, out_dir, sigterm)
+        metrics = scalar_metrics(trainer)
+        if trainer.is_global_zero:
+            metrics_file = csv_metrics_file(loggers)
+            per_epoch = read_epoch_metrics(metrics_file) if metrics_file else {}
+            epochs = trainer.fit_loop.epoch_progress.current.processed
+            wall = time.monotonic() - started
+            log.info("%s", run_summary(out_dir, "completed", wall, epochs, per_epoch, last))
+        # evaluate_after_fit=[...]: every rank, in the job's process group, on its own device
+        metrics |= evaluate_after_fit(cfg, out_dir, last.parent, trainer.strategy.root_device)
+    return model, metrics
+
+
+def fit_and_record(
+    trainer: pl.Trainer,
+    model: LatentPriorModel,
+    datamodule: pl.LightningDataModule,
+    ckpt_path: str | None,
+    out_dir: Path,
+    sigterm: CheckpointOnSigterm,
+) -> None:
+    """``trainer.fit``, then (rank 0) ``metrics.json`` with how it ended (module docstring);
+    a stopped run raises :class:`RunInterrupted` or :class:`DivergenceError`."""
+    status = "failed"
+    last = sigterm.path
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        status = "completed"
+    except SIGTERMException as err:
+        status = "interrupted"
+        where = f"epoch {trainer.current_epoch}, global step {trainer.global_step}"
+        saved = f"saved {last}: resume with ckpt_path={last}" if sigterm.saved else "no save"
+        raise RunInterrupted(f"stopped by SIGTERM at {where}; {saved}") from err
+    except DivergenceError as err:
+        status = "diverged"
+        raise DivergenceError(f"{err}; {describe_last_checkpoint(last)}") from err
+    finally:
+        if trainer.is_global_zero:
+            write_run_metrics(out_dir, scalar_metrics(trainer), status, trainer)
