@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 
 from lfbm_lightning import CONF_DIR
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 TRAIN_IMAGES = {
     "digits": 1294,  # 1,797 x 0.8 (train pool) x 0.9 (minus val); ~10% fewer with a held-out digit

@@ -13,7 +13,7 @@ from lfbm_lightning.generators import output_shape
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.run.training import train
 from tests.conftest import run_entry_point
-from tests.test_dataset_configs import PAPER
+from tests.data.test_dataset_configs import PAPER
 
 # One iteration of the paper's networks (two optimizer steps: prior and generator), then one
 # validation batch; every chain and grid kept to a couple of steps.

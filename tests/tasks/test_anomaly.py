@@ -11,8 +11,8 @@ from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 from lfbm_lightning.data.digits import DigitsDataModule
 from lfbm_lightning.tasks.anomaly import check_holdout
 from tests.conftest import run_entry_point
+from tests.helpers.task_outputs import read_rows
 from tests.tasks.conftest import HOLDOUT_DIGIT
-from tests.tasks.helpers import read_rows
 
 
 @pytest.mark.slow

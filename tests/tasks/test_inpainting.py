@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lfbm_lightning.tasks.inpainting import box_mask, hole_box
-from tests.tasks.helpers import grid_shape, read_rows
+from tests.helpers.task_outputs import grid_shape, read_rows
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks import likelihood
 from tests.conftest import compose_config, run_entry_point
+from tests.helpers.task_outputs import read_rows
 from tests.tasks.conftest import train_checkpoint
-from tests.tasks.helpers import read_rows
 
 D, LATENT, SIGMA = 12, 3, 0.25  # 2 pi sigma^2 far from 1: the normaliser matters
 SETTINGS = OmegaConf.create(

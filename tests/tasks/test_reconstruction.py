@@ -9,8 +9,8 @@ from lfbm_lightning.data.digits import DigitsDataModule
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.common import reconstruct
+from tests.helpers.task_outputs import grid_shape, read_rows
 from tests.tasks.conftest import HOLDOUT_DIGIT
-from tests.tasks.helpers import grid_shape, read_rows
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.tasks.helpers import grid_shape, read_rows
+from tests.helpers.task_outputs import grid_shape, read_rows
 
 
 @pytest.mark.slow

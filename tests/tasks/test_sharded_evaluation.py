@@ -15,7 +15,7 @@ from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.common import start_latents
 from lfbm_lightning.tasks.examples import rank_share
 from tests.conftest import run_entry_point
-from tests.tasks.helpers import read_rows
+from tests.helpers.task_outputs import read_rows
 
 
 def test_moments_of_disjoint_parts_pool_to_the_statistics_of_the_whole():

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tests.tasks.helpers import grid_shape
+from tests.helpers.task_outputs import grid_shape
 
 FAST_FID = ["metrics.feature_layer=64", "metrics.reference_images=24", "synthesis.grid_size=16"]
 

@@ -13,7 +13,7 @@ from lfbm_lightning.models.latent_prior_model import DivergenceError
 from lfbm_lightning.run.training import train
 from lfbm_lightning.runtime.checkpoints import load_model
 from tests.conftest import compose_config
-from tests.train_runs import callback, error_lines, run_train
+from tests.helpers.train_runs import callback, error_lines, run_train
 
 SMALL = [
     "trainer.max_epochs=3",
@@ -22,7 +22,7 @@ SMALL = [
     "inference.n_steps=3",
     "inference.eval_steps=5",
     "callbacks.image_grids.every_n_epochs=0",
-    "+callbacks.nan_injector._target_=tests.test_divergence.NaNInjector",
+    "+callbacks.nan_injector._target_=tests.run.test_divergence.NaNInjector",
 ]
 
 

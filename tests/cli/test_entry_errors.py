@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import run_entry_point
-from tests.train_runs import error_lines
+from tests.helpers.train_runs import error_lines
 
 
 def assert_one_line(result, code: int, text: str) -> None:
@@ -18,7 +18,9 @@ def assert_one_line(result, code: int, text: str) -> None:
 
 @pytest.mark.slow
 def test_train_config_error_is_one_line_with_exit_2(sigma_zero_run):
-    result, _ = sigma_zero_run  # train.py model.sigma=0, shared with tests/test_config_checks.py
+    result, _ = (
+        sigma_zero_run  # train.py model.sigma=0, shared with tests/run/test_config_checks.py
+    )
     assert_one_line(result, 2, "error: model.sigma must be a number > 0, got 0")
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from lfbm_lightning import CONF_DIR
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOT_IN_CONFIG = {"self", "logger", "callbacks", "plugins"}  # groups / training.py set these
 
 

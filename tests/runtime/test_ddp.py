@@ -20,7 +20,7 @@ import torch
 from lfbm_lightning.runtime.distributed import gather_lists, shard_indices
 from tests.conftest import REPO, TINY, run_entry_point
 
-TESTS = Path(__file__).parent
+HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 
 # 4 steps of a global batch of 100 (1 x 100 or 2 x 50), logged every step, every rank probed
 RUN = [
@@ -52,7 +52,7 @@ def start_train(args: list[str], log: Path, **env: str) -> subprocess.Popen:
         **os.environ,
         "WANDB_MODE": "offline",
         "PYTHONWARNINGS": "ignore",
-        "PYTHONPATH": str(TESTS),
+        "PYTHONPATH": str(HELPERS),
         **env,
     }
     return subprocess.Popen(
@@ -98,7 +98,7 @@ def test_gathering_in_one_process_returns_the_results():
 
 @pytest.mark.slow
 def test_two_processes_gather_every_rank_s_rows(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(TESTS))  # spawned processes import gather_worker by name
+    monkeypatch.syspath_prepend(str(HELPERS))  # spawned processes import gather_worker by name
     import gather_worker
 
     torch.multiprocessing.spawn(gather_worker.gather_worker, args=(2, str(tmp_path)), nprocs=2)
@@ -116,7 +116,7 @@ def test_a_task_failing_on_one_rank_after_fit_fails_on_every_rank(tmp_path, monk
     """Two ranks run ``evaluate_after_fit``; ``anomaly`` raises on rank 1 alone: both ranks
     report it failed with rank 1's error and go on to ``reconstruction`` together, whose
     numbers are rank 0's on both; rank 0 alone writes metrics.json."""
-    monkeypatch.syspath_prepend(str(TESTS))  # spawned processes import ddp_probe by name
+    monkeypatch.syspath_prepend(str(HELPERS))  # spawned processes import ddp_probe by name
     import ddp_probe
 
     torch.multiprocessing.spawn(ddp_probe.after_fit_worker, args=(2, str(tmp_path)), nprocs=2)

@@ -17,7 +17,7 @@ from lfbm_lightning.errors import CheckpointError
 from lfbm_lightning.runtime import checkpoint_io
 from lfbm_lightning.runtime.checkpoint_io import AtomicCheckpointIO, atomic_save, atomic_write_text
 from lfbm_lightning.runtime.checkpoints import load_model
-from tests.train_runs import callback, error_lines, run_train
+from tests.helpers.train_runs import callback, error_lines, run_train
 
 # two epochs of two batches; epoch 0 ends with a good last.ckpt
 RUN = [

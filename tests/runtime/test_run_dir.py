@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from tests.train_runs import error_lines, run_train
+from tests.helpers.train_runs import error_lines, run_train
 
 RUN = [
     "trainer.max_epochs=2",

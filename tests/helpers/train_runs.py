@@ -1,4 +1,4 @@
-"""Running ``train.py`` with the test callbacks of ``tests/run_callbacks.py`` inside it.
+"""Running ``train.py`` with the test callbacks of ``tests/helpers/run_callbacks.py`` inside it.
 
 A site-packages package named ``tests`` shadows this directory in a subprocess, so the
 callbacks are put on ``PYTHONPATH`` as the top-level module ``run_callbacks``:
@@ -22,7 +22,9 @@ def callback(name: str, **kwargs) -> list[str]:
 
 def run_train(args: list[str], timeout: int = 300, env: dict | None = None):
     """``python train.py args...`` from the repo root; the CompletedProcess (text output)."""
-    path = os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(
+        p for p in (str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH")) if p
+    )
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
     full_env.update({"PYTHONPATH": path, **(env or {})})
     return subprocess.run(

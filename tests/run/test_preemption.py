@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lfbm_lightning.runtime.checkpoints import load_model
-from tests.train_runs import callback, error_lines, run_train
+from tests.helpers.train_runs import callback, error_lines, run_train
 
 RUN = [
     "trainer.max_epochs=3",

@@ -10,7 +10,7 @@ import torch
 from lfbm_lightning.run.config_checks import ConfigError, validate_config
 from lfbm_lightning.run.training import train
 from tests.conftest import run_entry_point
-from tests.train_runs import error_lines
+from tests.helpers.train_runs import error_lines
 
 BAD = [
     ("inference.step_size=0", "inference.step_size must be a number > 0"),

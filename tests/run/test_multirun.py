@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from tests.run.test_wandb import wandb_records
 
 from lfbm_lightning.reporting.sweep_table import format_cell
 from lfbm_lightning.reporting.sweep_table import gather as gather_main
 from tests.conftest import CONF, TINY, run_entry_point
-from tests.test_wandb import wandb_records
 
-TESTS = Path(__file__).parent
+HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 PROBE = ["+callbacks.probe._target_=ddp_probe.RankProbe"]
 PRIOR_CLASSES = {"gaussian": "GaussianPrior", "ebm": "EnergyPrior", "flow": "FlowPrior"}
 
@@ -85,7 +85,7 @@ def test_six_job_sweep_runs_every_job_and_gathers_into_one_table(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_of_ddp_jobs_gives_each_job_its_ranks_and_one_directory(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(TESTS))  # the ranks import ddp_probe
+    monkeypatch.setenv("PYTHONPATH", str(HELPERS))  # the ranks import ddp_probe
     sweep, probe, unused = tmp_path / "sweep", tmp_path / "probe", tmp_path / "run_dir"
     args = ["-m", "prior=gaussian,flow", "trainer.devices=2", "trainer.strategy=ddp"]
     args += [f"hydra.sweep.dir={sweep}", f"hydra.run.dir={unused}", *TINY, *PROBE]
@@ -102,7 +102,7 @@ def test_multirun_of_ddp_jobs_gives_each_job_its_ranks_and_one_directory(tmp_pat
 def test_joblib_launcher_runs_ddp_jobs_in_parallel_workers(tmp_path, monkeypatch):
     """Under joblib the job runs in a loky worker whose ``__main__`` is not train.py, so the
     ranks must be started from the job's own overrides, not from the worker's command line."""
-    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    monkeypatch.setenv("PYTHONPATH", str(HELPERS))
     sweep, probe = tmp_path / "sweep", tmp_path / "probe"
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "prior=gaussian,flow"]
     args += ["trainer=ddp_cpu", f"hydra.sweep.dir={sweep}", *TINY, *PROBE]
