@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.run.test_resume import final_state, kill_at_first_checkpoint
 
 from tests.conftest import run_entry_point
+from tests.run.test_resume import final_state, kill_at_first_checkpoint
 
 RUN = [
     "prior=ebm",

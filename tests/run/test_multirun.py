@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from tests.run.test_wandb import wandb_records
 
 from lfbm_lightning.reporting.sweep_table import format_cell
 from lfbm_lightning.reporting.sweep_table import gather as gather_main
 from tests.conftest import CONF, TINY, run_entry_point
+from tests.run.test_wandb import wandb_records
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 PROBE = ["+callbacks.probe._target_=ddp_probe.RankProbe"]
