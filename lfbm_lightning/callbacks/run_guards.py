@@ -1,5 +1,6 @@
 """Callbacks that stop a run which would otherwise end looking normal: too many skipped
-(non-finite) batches, and a SIGTERM (how schedulers preempt) that must leave a checkpoint."""
+(non-finite) batches, and a SIGTERM (how schedulers preempt) or SIGINT that must stop the run
+promptly and leave a checkpoint."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lfbm_lightning.errors import DivergenceError
+from lfbm_lightning.runtime import preemption
+from lfbm_lightning.runtime.preemption import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +56,61 @@ class SkippedBatchesGuard(pl.Callback):
         )
 
 
-class CheckpointOnSigterm(pl.Callback):
-    """On SIGTERM, save ``path`` (``last.ckpt``) before the Trainer tears down.
-
-    Lightning turns a SIGTERM into a ``SIGTERMException`` after the current batch (every rank
-    together under DDP); this callback's ``on_exception`` then saves the state reached
-    mid-epoch, through the Trainer's atomic ``CheckpointIO``, so that
-    ``ckpt_path=<path>`` continues the run from there. ``saved`` says whether it did.
+class StopOnSignal(pl.Callback):
+    """Keep ``stop``'s phase (:mod:`lfbm_lightning.runtime.preemption`) in step with the
+    Trainer, and stop after a training batch once a SIGTERM or SIGINT was received (under DDP
+    every rank stops together when one received it). Put it first in the callback list, so
+    that the end figures of the other callbacks' ``on_train_end`` run in that phase.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, stop: StopSignals) -> None:
+        self.stop = stop
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop.enter(preemption.SETUP)
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop.enter(preemption.SANITY_CHECK)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop.enter(preemption.TRAINING)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.stop.enter(preemption.VALIDATION)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.stop.enter(preemption.TRAINING)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        stop = self.stop.stopping
+        if trainer.world_size > 1:  # every rank stops together, or none
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            raise SIGTERMException()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop.enter(preemption.END_FIGURES)
+
+
+class CheckpointOnSigterm(pl.Callback):
+    """On SIGTERM or SIGINT, save ``path`` (``last.ckpt``) before the Trainer tears down.
+
+    Lightning turns a SIGTERM into a ``SIGTERMException`` after the current batch (every rank
+    together under DDP), as :class:`StopOnSignal` does a SIGINT, and the signal handler raises
+    one at once outside training batches; this callback's ``on_exception`` then saves the
+    state reached, through the Trainer's atomic ``CheckpointIO``, so that ``ckpt_path=<path>``
+    continues the run from there. Before training (``stop.phase`` setup or sanity check) it
+    saves only a fresh run's first ``path`` and otherwise keeps the one resumed from; after
+    training it keeps the final one. ``saved`` says whether it wrote.
+    """
+
+    def __init__(self, path: str | Path, stop: StopSignals | None = None) -> None:
         self.path = Path(path)
+        self.stop = stop
         self.saved = False
 
     def on_exception(
@@ -71,6 +118,11 @@ class CheckpointOnSigterm(pl.Callback):
     ) -> None:
         if not isinstance(exception, SIGTERMException):
             return
+        phase = self.stop.phase if self.stop is not None else preemption.TRAINING
+        fresh_sanity_check = phase == preemption.SANITY_CHECK and not self.path.is_file()
+        if phase not in (preemption.TRAINING, preemption.VALIDATION) and not fresh_sanity_check:
+            log.warning("stopped during %s: kept %s", phase, self.path)
+            return
         trainer.save_checkpoint(self.path)
         self.saved = True
-        log.warning("SIGTERM: saved %s at epoch %d", self.path, trainer.current_epoch)
+        log.warning("stopped: saved %s at epoch %d", self.path, trainer.current_epoch)

@@ -8,8 +8,12 @@ every rank (:mod:`lfbm_lightning.run.after_fit`).
 How a run ends is written to ``metrics.json`` as ``"status"``:
 
 - ``completed``: ``trainer.fit`` returned;
-- ``interrupted``: SIGTERM (scheduler preemption); ``last.ckpt`` holds the state reached and
-  the run stops with :class:`RunInterrupted` (exit status 143 from train.py);
+- ``interrupted``: SIGTERM (scheduler preemption) or SIGINT (Ctrl-C), in any phase (within
+  seconds outside training batches, after the batch within them;
+  :mod:`lfbm_lightning.runtime.preemption`); ``"phase"`` and ``"signal"`` say where and which.
+  ``last.ckpt`` holds the state reached and the run stops with :class:`RunInterrupted` (exit
+  status 143 or 130 from train.py). Resuming a run stopped after its last epoch (end figures,
+  evaluation after fit) runs only the evaluation tasks not yet completed;
 - ``diverged``: a non-finite batch under ``model.on_divergence=stop``, or more than
   ``model.max_skipped_fraction`` of an epoch's batches skipped under ``skip``
   (:class:`~lfbm_lightning.errors.DivergenceError`, whose message names the last checkpoint);
@@ -35,7 +39,11 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lfbm_lightning.callbacks.curves import csv_metrics_file, read_epoch_metrics
-from lfbm_lightning.callbacks.run_guards import CheckpointOnSigterm, SkippedBatchesGuard
+from lfbm_lightning.callbacks.run_guards import (
+    CheckpointOnSigterm,
+    SkippedBatchesGuard,
+    StopOnSignal,
+)
 from lfbm_lightning.errors import CheckpointError, DivergenceError, LfbmError
 from lfbm_lightning.generators import output_shape
 from lfbm_lightning.models import LatentPriorModel
@@ -52,9 +60,11 @@ from lfbm_lightning.runtime.checkpoint_io import (
 from lfbm_lightning.runtime.checkpoints import (
     check_resume_compatible,
     epochs_done,
+    load_model,
     read_checkpoint,
 )
 from lfbm_lightning.runtime.distributed import ddp_job_scope
+from lfbm_lightning.runtime.preemption import EVALUATION_AFTER_FIT, StopSignals
 from lfbm_lightning.runtime.run_dir import (
     append_csv_on_resume,
     check_epochs_left,
@@ -102,10 +112,13 @@ def check_model_matches_data(model: LatentPriorModel, channels: int, image_size:
 
 
 class RunInterrupted(LfbmError):
-    """The run was stopped by SIGTERM after saving ``last.ckpt``; ``exit_code`` is 143
-    (128 + SIGTERM, what a scheduler expects of a preempted job)."""
+    """The run was stopped by SIGTERM or SIGINT, its checkpoint kept; ``exit_code`` is 128 +
+    the signal's number (143 for SIGTERM, what a scheduler expects of a preempted job; 130 for
+    SIGINT)."""
 
-    exit_code = 143
+    def __init__(self, message: str, exit_code: int = 143) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def checkpoint_dir(cfg: DictConfig) -> Path:
@@ -125,8 +138,33 @@ def describe_last_checkpoint(path: Path) -> str:
     return f"the last good checkpoint is {path} (epoch {epoch}): resume with ckpt_path={path}"
 
 
+def write_record(out_dir: Path, record: dict[str, Any]) -> None:
+    """``out_dir/metrics.json`` replaced atomically by ``record`` (an error is logged)."""
+    try:
+        atomic_write_text(out_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True))
+    except OSError as err:  # e.g. the disk is full: the run's own error says more
+        log.error("could not write %s: %s", out_dir / "metrics.json", err)
+
+
+def read_record(out_dir: Path) -> dict[str, Any]:
+    """``out_dir/metrics.json`` as written by an earlier run ({} when absent or unreadable)."""
+    try:
+        return json.loads((out_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def stop_fields(stop: StopSignals) -> dict[str, str]:
+    """``status``, ``phase`` and ``signal`` of a run stopped by a signal."""
+    return {"status": "interrupted", "phase": stop.received_in or stop.phase, "signal": stop.name}
+
+
 def write_run_metrics(
-    out_dir: Path, metrics: dict[str, float], status: str, trainer: pl.Trainer
+    out_dir: Path,
+    metrics: dict[str, float],
+    status: str,
+    trainer: pl.Trainer,
+    stop: StopSignals | None = None,
 ) -> None:
     """``metrics.json``: the final scalar metrics, ``status`` and ``progress`` (module doc)."""
     progress = {
@@ -136,10 +174,20 @@ def write_run_metrics(
         "skipped_batches": int(getattr(trainer.lightning_module, "skipped_batches", 0)),
     }
     record = {**metrics, "status": status, "progress": progress}
-    try:
-        atomic_write_text(out_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True))
-    except OSError as err:  # e.g. the disk is full: the run's own error says more
-        log.error("could not write %s: %s", out_dir / "metrics.json", err)
+    if status == "interrupted" and stop is not None:
+        record |= stop_fields(stop)
+    write_record(out_dir, record)
+
+
+def stopped_message(stop: StopSignals, where: str, last: Path, saved: bool) -> str:
+    """The one line of a run stopped by a signal: where, and how to resume."""
+    if saved:
+        resume = f"saved {last}: resume with ckpt_path={last}"
+    elif last.is_file():
+        resume = describe_last_checkpoint(last)
+    else:
+        resume = "no checkpoint was written yet: re-run the same command to start again"
+    return f"stopped by {stop.name} during {stop.received_in or stop.phase} at {where}; {resume}"
 
 
 def scalar_metrics(trainer: pl.Trainer) -> dict[str, float]:
@@ -172,14 +220,55 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
         if rank_zero:
             check_fresh_run(out_dir, ckpt_path)
         config = resolved_config(cfg)
+        finishing = False
         if ckpt_path:
             checkpoint = read_checkpoint(ckpt_path)
             check_resume_compatible(config, ckpt_path, checkpoint)
-            check_epochs_left(ckpt_path, epochs_done(checkpoint), cfg.trainer.max_epochs)
+            finishing = trained_but_interrupted(out_dir, epochs_done(checkpoint), cfg)
+            if not finishing:
+                check_epochs_left(ckpt_path, epochs_done(checkpoint), cfg.trainer.max_epochs)
             del checkpoint
         if rank_zero and OmegaConf.select(cfg, "extras.print_config", default=True):
             print_config_tree(cfg, out_dir / "config_tree.log", first=CONFIG_TREE_FIRST)
+        if finishing:
+            return load_model(ckpt_path), finish_after_fit(cfg, out_dir)
         return _fit(cfg, config, out_dir, ckpt_path, rank_zero)
+
+
+def trained_but_interrupted(out_dir: Path, epochs: int, cfg: DictConfig) -> bool:
+    """Whether a resume only finishes the run: its checkpoint has trained every epoch of
+    ``trainer.max_epochs`` and the run was stopped by a signal (in its end figures or
+    evaluation after fit)."""
+    max_epochs = cfg.trainer.max_epochs
+    return 0 <= max_epochs <= epochs and read_record(out_dir).get("status") == "interrupted"
+
+
+def finish_after_fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Finish a run stopped after its last epoch: the ``evaluate_after_fit`` tasks not yet
+    completed (the end figures are not redrawn), then ``status`` ``completed``."""
+    log.info("%s: training is complete; finishing the evaluation after fit", out_dir)
+    stop = StopSignals()
+    with stop.installed():
+        added = evaluate_interruptibly(cfg, out_dir, checkpoint_dir(cfg), None, stop)
+    record = read_record(out_dir)
+    for key in ("phase", "signal"):
+        record.pop(key, None)
+    write_record(out_dir, record | {"status": "completed"})
+    return {k: v for k, v in record.items() if isinstance(v, int | float)} | added
+
+
+def evaluate_interruptibly(cfg, out_dir: Path, ckpt_dir: Path, device, stop: StopSignals):
+    """:func:`evaluate_after_fit` in its own phase: stopped by a signal, ``metrics.json`` says
+    so (with the tasks completed so far) and :class:`RunInterrupted` is raised."""
+    try:
+        stop.enter(EVALUATION_AFTER_FIT)
+        return evaluate_after_fit(cfg, out_dir, ckpt_dir, device)
+    except SIGTERMException as err:
+        if rank_zero_only.rank == 0:
+            write_record(out_dir, read_record(out_dir) | stop_fields(stop))
+        last = ckpt_dir / "last.ckpt"
+        message = stopped_message(stop, "the end of training", last, saved=False)
+        raise RunInterrupted(message, stop.exit_code) from err
 
 
 def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
@@ -196,8 +285,11 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
     callbacks = [
         instantiate(c) for c in cfg.get("callbacks", {}).values() if isinstance(c, DictConfig)
     ]
-    sigterm = CheckpointOnSigterm(last)
-    callbacks += [SkippedBatchesGuard(cfg.model.get("max_skipped_fraction", 1.0)), sigterm]
+    stop = StopSignals()
+    sigterm = CheckpointOnSigterm(last, stop)
+    guard = SkippedBatchesGuard(cfg.model.get("max_skipped_fraction", 1.0))
+    # StopOnSignal first: the other callbacks' end figures run in its end_figures phase
+    callbacks = [StopOnSignal(stop), *callbacks, guard, sigterm]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     if rank_zero and (ckpt_path or slurm_requeue_checkpoints(out_dir)):
         append_csv_on_resume(loggers)  # a resume, or Lightning's own after a SLURM requeue
@@ -205,8 +297,9 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
         cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
     started = time.monotonic()
-    with ddp_job_scope(trainer.strategy):  # ranks join this (sweep) job; nothing leaks
-        fit_and_record(trainer, model, datamodule, ckpt_path, out_dir, sigterm)
+    # ranks join this (sweep) job, nothing leaks; SIGTERM and SIGINT stop it in any phase
+    with ddp_job_scope(trainer.strategy), stop.installed():
+        fit_and_record(trainer, model, datamodule, ckpt_path, out_dir, sigterm, stop)
         metrics = scalar_metrics(trainer)
         if trainer.is_global_zero:
             metrics_file = csv_metrics_file(loggers)
@@ -215,7 +308,8 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
             wall = time.monotonic() - started
             log.info("%s", run_summary(out_dir, "completed", wall, epochs, per_epoch, last))
         # evaluate_after_fit=[...]: every rank, in the job's process group, on its own device
-        metrics |= evaluate_after_fit(cfg, out_dir, last.parent, trainer.strategy.root_device)
+        device = trainer.strategy.root_device
+        metrics |= evaluate_interruptibly(cfg, out_dir, last.parent, device, stop)
     return model, metrics
 
 
@@ -226,6 +320,7 @@ def fit_and_record(
     ckpt_path: str | None,
     out_dir: Path,
     sigterm: CheckpointOnSigterm,
+    stop: StopSignals,
 ) -> None:
     """``trainer.fit``, then (rank 0) ``metrics.json`` with how it ended (module docstring);
     a stopped run raises :class:`RunInterrupted` or :class:`DivergenceError`."""
@@ -237,11 +332,11 @@ def fit_and_record(
     except SIGTERMException as err:
         status = "interrupted"
         where = f"epoch {trainer.current_epoch}, global step {trainer.global_step}"
-        saved = f"saved {last}: resume with ckpt_path={last}" if sigterm.saved else "no save"
-        raise RunInterrupted(f"stopped by SIGTERM at {where}; {saved}") from err
+        message = stopped_message(stop, where, last, sigterm.saved)
+        raise RunInterrupted(message, stop.exit_code) from err
     except DivergenceError as err:
         status = "diverged"
         raise DivergenceError(f"{err}; {describe_last_checkpoint(last)}") from err
     finally:
         if trainer.is_global_zero:
-            write_run_metrics(out_dir, scalar_metrics(trainer), status, trainer)
+            write_run_metrics(out_dir, scalar_metrics(trainer), status, trainer, stop)

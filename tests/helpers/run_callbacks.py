@@ -1,12 +1,13 @@
 """Callbacks that tests put into a real ``train.py`` run (``+callbacks.x._target_=...``) to make
 something happen at a known point: a SIGKILL in the middle of a checkpoint write, a full disk,
-a SIGTERM mid-epoch, NaN in every batch."""
+a SIGTERM mid-epoch or in any phase of a run, NaN in every batch."""
 
 from __future__ import annotations
 
 import io
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -68,6 +69,50 @@ class SigtermAt(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SignalInPhase(pl.Callback):
+    """Send signal ``signal`` (``TERM``, ``INT``) to this process in phase ``phase`` of the run
+    (a name of :data:`lfbm_lightning.runtime.preemption.PHASES`; ``training``: at epoch 0's
+    batch 1; ``evaluation_after_fit``: as its task number ``task`` starts), then go on with
+    the phase for ``hold`` seconds and touch ``<run dir>/phase_went_on``: that file shows that
+    the signal did not stop the phase."""
+
+    def __init__(self, phase: str, signal: str = "TERM", task: int = 0, hold: float = 30) -> None:
+        self.phase, self.signum, self.task, self.hold = phase, f"SIG{signal}", task, hold
+
+    def _send(self, trainer) -> None:
+        os.kill(os.getpid(), getattr(signal, self.signum))
+        time.sleep(self.hold)
+        (Path(trainer.default_root_dir) / "phase_went_on").touch()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        phase = "sanity_check" if trainer.sanity_checking else "validation"
+        if phase == self.phase and batch_idx == 0:
+            self._send(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.phase == "training" and (trainer.current_epoch, batch_idx) == (0, 1):
+            os.kill(os.getpid(), getattr(signal, self.signum))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.phase == "end_figures":
+            self._send(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.phase != "evaluation_after_fit":
+            return
+        from lfbm_lightning.run import after_fit  # noqa: PLC0415 - patched for this run only
+
+        evaluate, calls = after_fit.evaluate, []
+
+        def signal_at_task(cfg):
+            if len(calls) == self.task:
+                self._send(trainer)
+            calls.append(cfg)
+            return evaluate(cfg)
+
+        after_fit.evaluate = signal_at_task
 
 
 class NaNEveryBatch(pl.Callback):

@@ -1,5 +1,7 @@
-"""SIGTERM (a scheduler's preemption) mid-epoch: last.ckpt saved, metrics.json says
-"interrupted", exit status 143, and resuming from that checkpoint runs to the end."""
+"""SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) in every phase of a run: it stops
+at once (after the batch in training), last.ckpt is saved or kept, metrics.json says
+"interrupted" and where, exit status 143 / 130, and resuming from that checkpoint runs to the
+end."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from lfbm_lightning.runtime.checkpoints import load_model
+from tests.conftest import TINY
 from tests.helpers.train_runs import callback, error_lines, run_train
 
 RUN = [
@@ -28,7 +31,8 @@ def test_sigterm_saves_marks_the_run_interrupted_and_the_resume_finishes(tmp_pat
     result = run_train([f"hydra.run.dir={run}", *RUN, *callback("SigtermAt", epoch=1, batch=2)])
     assert result.returncode == 143, result.stderr[-2000:]
     [line] = error_lines(result.stderr)
-    assert "stopped by SIGTERM at epoch 1" in line and f"ckpt_path={last}" in line, line
+    assert "stopped by SIGTERM during training at epoch 1" in line, line
+    assert f"ckpt_path={last}" in line, line
     record = json.loads((run / "metrics.json").read_text())
     assert record["status"] == "interrupted"
     assert record["progress"]["epoch"] == 1
@@ -44,3 +48,63 @@ def test_sigterm_saves_marks_the_run_interrupted_and_the_resume_finishes(tmp_pat
     assert record["status"] == "completed"
     assert record["progress"]["epochs_completed"] == 3
     assert torch.load(last, weights_only=True)["epoch"] == 2
+
+
+EVALUATE = [
+    "evaluate_after_fit=[reconstruction,likelihood]",
+    'evaluate_overrides=["device=cpu","progress=false","++reconstruction.n_examples=40",'
+    '"++likelihood.n_examples=10","++likelihood.n_samples=4"]',
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("phase", "signal", "code"),
+    [
+        ("sanity_check", "TERM", 143),
+        ("training", "INT", 130),
+        ("validation", "TERM", 143),
+        ("end_figures", "INT", 130),
+        ("evaluation_after_fit", "TERM", 143),
+    ],
+)
+def test_a_signal_in_any_phase_stops_at_once_keeps_a_checkpoint_and_resumes(
+    tmp_path, phase, signal, code
+):
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    args = [
+        f"hydra.run.dir={run}",
+        *TINY,
+        "trainer.limit_train_batches=3",
+        "callbacks.progress_bar.refresh_rate=0",
+        "extras.print_config=false",
+        *(EVALUATE if phase == "evaluation_after_fit" else []),
+    ]
+    signal_in = callback("SignalInPhase", phase=phase, signal=signal, task=1)
+    result = run_train([*args, *signal_in])
+    assert result.returncode == code, result.stderr[-3000:]
+    assert not (run / "phase_went_on").exists()  # the phase did not run on after the signal
+    [line] = error_lines(result.stderr)
+    assert f"stopped by SIG{signal} during {phase}" in line and f"ckpt_path={last}" in line, line
+    record = json.loads((run / "metrics.json").read_text())
+    assert (record["status"], record["phase"], record["signal"]) == (
+        "interrupted",
+        phase,
+        f"SIG{signal}",
+    )
+    load_model(last)
+    if phase == "evaluation_after_fit":  # the first task's numbers are kept
+        assert record["evaluation"] == {"reconstruction": "completed"}
+        reconstruction_mse = record["reconstruction/mse"]
+
+    result = run_train([*args, f"ckpt_path={last}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed" and "phase" not in record
+    assert record["progress"]["epochs_completed"] == 1
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    if phase == "evaluation_after_fit":  # only the task not completed ran again
+        assert record["evaluation"] == {"reconstruction": "completed", "likelihood": "completed"}
+        assert record["reconstruction/mse"] == reconstruction_mse
+        assert "task reconstruction completed earlier, skipped" in result.stderr
