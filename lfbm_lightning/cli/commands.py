@@ -17,9 +17,10 @@ import hydra
 from omegaconf import DictConfig
 
 from lfbm_lightning import CONF_DIR
-from lfbm_lightning.cli.exit_codes import report_errors
+from lfbm_lightning.cli.exit_codes import exit_code, one_line, report_errors
 from lfbm_lightning.cli.help import evaluate_help, train_help
 from lfbm_lightning.cli.plan import plan
+from lfbm_lightning.errors import ConfigError
 
 HELP_FLAGS = ("--help", "-h")
 PLAN_FLAG = "plan=true"
@@ -57,11 +58,17 @@ def train_command() -> None:
 
     With ``plan=true`` nothing trains: the sweep the other arguments describe is printed with
     its jobs, epochs, Langevin steps and estimated hours (:mod:`lfbm_lightning.cli.plan`),
-    before Hydra would launch a job.
+    before Hydra would launch a job; a job that would fail train.py's checks refuses the plan
+    (one line, exit status 2).
     """
     if PLAN_FLAG in sys.argv[1:]:
         ignored = (PLAN_FLAG, "-m", "--multirun")
-        print(plan([arg for arg in sys.argv[1:] if arg not in ignored]), end="")
+        try:
+            text = plan([arg for arg in sys.argv[1:] if arg not in ignored])
+        except ConfigError as err:
+            print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+            sys.exit(exit_code(err))
+        print(text, end="")
         return
     _run(_train, train_help)
 

@@ -18,6 +18,11 @@ data set (``benchmarks/results/langevin_speed_<device>_b100.csv``, row ``ours``,
 threads; the CUDA file is written by ``benchmarks/gpu_check.sh`` on the GPU it ran on. The
 update after each chain and the evaluation after fit are not counted: the hours are a lower
 bound. A data set without a measurement shows '?'.
+
+Every job's config gets the checks train.py runs before training (settings, and what the
+``evaluate_after_fit`` tasks need of the run), all but the accelerator's (a plan made on a
+login node is for other machines): a bad job refuses the plan with a ``ConfigError`` naming
+the job and the setting.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from lfbm_lightning import CONF_DIR
+from lfbm_lightning.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
@@ -126,6 +132,23 @@ def job_cost(cfg: DictConfig) -> dict[str, float | int | str]:
     }
 
 
+def check_job(number: int, overrides: Sequence[str], cfg: DictConfig) -> None:
+    """Job ``number``'s config through train.py's checks before training (module docstring);
+    a :class:`ConfigError` naming the job."""
+    # imported here: pytorch_lightning takes seconds to import, which a valid plan pays once
+    from lfbm_lightning.run.after_fit import check_task_names  # noqa: PLC0415
+    from lfbm_lightning.run.config_checks import validate_config  # noqa: PLC0415
+
+    checked = cfg.copy()
+    with open_dict(checked):
+        checked.trainer.accelerator = None  # the machines that run the jobs are not this one
+    try:
+        validate_config(checked)
+        check_task_names(checked)
+    except ConfigError as err:
+        raise ConfigError(f"job {number} of the sweep ({' '.join(overrides)}): {err}") from err
+
+
 def hours(costs: Sequence[dict], per_step: dict[str, float]) -> float | None:
     """Total hours of the jobs at the measured per-step costs (None: a data set unmeasured)."""
     total = 0.0
@@ -137,12 +160,18 @@ def hours(costs: Sequence[dict], per_step: dict[str, float]) -> float | None:
 
 
 def plan(argv: Sequence[str], results: Path = RESULTS) -> str:
-    """The plan of ``train.py -m argv`` as text (module docstring)."""
+    """The plan of ``train.py -m argv`` as text (module docstring).
+
+    Raises:
+        ConfigError: a job's config fails train.py's checks.
+    """
     jobs = job_overrides(argv)
     costs = []
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        for overrides in jobs:
-            costs.append(job_cost(compose("train", overrides, return_hydra_config=True)))
+        for number, overrides in enumerate(jobs):
+            cfg = compose("train", overrides, return_hydra_config=True)
+            check_job(number, overrides, cfg)
+            costs.append(job_cost(cfg))
     lines = [f"plan of: train.py -m {' '.join(argv)}", f"jobs: {len(jobs)}"]
     for overrides, c in zip(jobs, costs, strict=True):
         lines.append(

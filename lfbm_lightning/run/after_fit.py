@@ -13,6 +13,8 @@ The run's ``metrics.json`` then gains, per task ``t`` and number ``m`` it report
 ``"t/m"`` (the mean over the checkpoints), ``"t/m_sd"`` (their sample standard deviation, 0 for
 one checkpoint) and ``"t/n_checkpoints"``, and ``"evaluation": {t: "completed" | "failed: <the
 error>"}``: one failing task is reported in the row and the others still run.
+``metrics.json`` is rewritten after each task, so a run stopped by a signal keeps the tasks
+completed; its resume runs the others (a task already ``completed`` there is skipped).
 
 In a DDP job (an initialised process group of N > 1 ranks) every rank runs the tasks, inside
 the job's ``ddp_job_scope``, in its process group and on its own training device (the evaluate
@@ -38,6 +40,7 @@ import torch
 import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lfbm_lightning import CONF_DIR
@@ -57,14 +60,16 @@ def task_names(cfg: DictConfig) -> list[str]:
 
 def check_task_names(cfg: DictConfig) -> None:
     """A :class:`ConfigError` when ``evaluate_after_fit`` names a task without a
-    ``conf/task/<name>.yaml`` (for the checks before training; after it, an unknown task is a
-    failed task in the row)."""
+    ``conf/task/<name>.yaml``, or one that cannot score this run's checkpoints (the task
+    class's ``check_training``, e.g. anomaly without a held-out digit): the checks before
+    training; after it, a task that fails is a failed task in the row."""
     known = sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
     for name in task_names(cfg):
         if name not in known:
             raise ConfigError(
                 f"evaluate_after_fit names task {name!r}: use a list of {known} (conf/task/)"
             )
+        get_class(OmegaConf.load(TASK_DIR / f"{name}.yaml").task._target_).check_training(cfg)
 
 
 def run_checkpoints(ckpt_dir: Path) -> Path:
@@ -116,9 +121,14 @@ def evaluate_after_fit(
         dist.barrier()  # every rank sees the checkpoint rank 0 wrote
     ckpt = run_checkpoints(ckpt_dir)
     extra = list(OmegaConf.select(cfg, "evaluate_overrides", default=None) or [])
-    added: dict[str, Any] = {}
-    status: dict[str, str] = {}
+    metrics_path = out_dir / "metrics.json"
+    record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    status: dict[str, str] = dict(record.get("evaluation", {}))
+    added: dict[str, Any] = {"evaluation": status}
     for name in names:
+        if status.get(name) == "completed":  # by the run this one resumes
+            log.info("evaluate_after_fit: task %s completed earlier, skipped", name)
+            continue
         numbers, error = run_one(name, extra, ckpt, out_dir / "eval" / name, device)
         outcomes = gather_lists([(numbers, error)])  # one per rank, in rank order
         failed = [(r, e) for r, (_, e) in enumerate(outcomes) if e is not None]
@@ -128,11 +138,9 @@ def evaluate_after_fit(
         else:
             added |= outcomes[0][0]  # rank 0's: it alone computes some numbers (FID, ...)
             status[name] = "completed"
-    added["evaluation"] = status
-    if rank == 0:
-        metrics_path = out_dir / "metrics.json"
-        record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        atomic_write_text(metrics_path, json.dumps(record | added, indent=2, sort_keys=True))
+        if rank == 0:
+            record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+            atomic_write_text(metrics_path, json.dumps(record | added, indent=2, sort_keys=True))
     return added
 
 

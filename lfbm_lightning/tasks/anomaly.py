@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import precision_recall_curve
 
 from lfbm_lightning.data.data_module import ImageDataModule
@@ -152,6 +153,14 @@ class Anomaly(ExampleTask):
     """
 
     files = ("per_example.csv", "pr_curve.png")
+
+    @classmethod
+    def check_training(cls, train_cfg: DictConfig) -> None:
+        if OmegaConf.select(train_cfg, "dataset.holdout_digit") is None:
+            raise ConfigError(
+                "evaluate_after_fit=[anomaly] needs a held-out digit: train with "
+                "dataset=digits or dataset=mnist and dataset.holdout_digit=0..9"
+            )
 
     def check(self) -> None:
         self.digit = check_holdout(self.datamodule)

@@ -29,6 +29,7 @@ import math
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.metrics.fid import FeatureMoments, frechet_distance
@@ -71,6 +72,14 @@ class Recovery(ExampleTask):
     """
 
     files = ("per_example.csv", "recovery.png")
+
+    @classmethod
+    def check_training(cls, train_cfg: DictConfig) -> None:
+        if OmegaConf.select(train_cfg, "dataset.occlusion.kind") is None:
+            raise ConfigError(
+                "evaluate_after_fit=[recovery] needs a run trained on occluded images: set "
+                "dataset.occlusion.kind=salt_pepper or single_region"
+            )
 
     @property
     def split(self) -> str:

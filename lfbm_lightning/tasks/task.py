@@ -48,6 +48,12 @@ class Task:
     files: ClassVar[tuple[str, ...]] = ()
     """Files (relative to ``out_dir``) that :meth:`run` writes with the default options."""
 
+    @classmethod
+    def check_training(cls, train_cfg: DictConfig) -> None:
+        """Raise a ``ConfigError`` when a run trained with ``train_cfg`` (a train.py config)
+        gives checkpoints this task cannot score; ``evaluate_after_fit`` checks this before
+        training. Every run suits the default."""
+
     def __init__(
         self, model: LatentPriorModel, datamodule: ImageDataModule, cfg: DictConfig, out_dir: Path
     ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,29 @@ def test_plan_arithmetic_and_hours_from_the_benchmark(tmp_path):
     assert "GPU-hours: ? " in text
 
 
+def test_a_plan_with_a_bad_job_is_refused_naming_the_job_and_the_setting():
+    argv = ["experiment=paper/anomaly_digits", "model.sigma=0.3,0"]
+    with pytest.raises(ConfigError) as refused:
+        plan(argv)
+    message = str(refused.value)
+    assert message.startswith("job 1 of the sweep (experiment=paper/anomaly_digits ")
+    assert "model.sigma=0)" in message and "model.sigma must be a number > 0, got 0" in message
+    with pytest.raises(ConfigError, match=r"job 0 .*evaluate_after_fit=\[anomaly\] needs"):
+        plan(["prior=flow,gaussian", "evaluate_after_fit=[anomaly]"])
+    assert "jobs: 2\n" in plan(["prior=flow,gaussian", "trainer.accelerator=gpu"])
+
+
+@pytest.mark.slow
+def test_plan_true_with_a_bad_job_exits_2_with_one_line(tmp_path):
+    result = run_entry_point(
+        "train.py", ["-m", "prior=flow,gaussian", "model.sigma=0", "plan=true"]
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: job 0 of the sweep (") and "model.sigma" in line, line
+
+
 @pytest.mark.slow
 def test_an_unknown_task_after_fit_fails_before_training(tmp_path):
     cfg = compose_config([*TINY, "evaluate_after_fit=[no_such_task]"], tmp_path)
@@ -169,13 +193,29 @@ def test_an_unknown_task_after_fit_fails_before_training(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["evaluate_after_fit=[anomaly]"], "evaluate_after_fit=[anomaly] needs a held-out digit"),
+        (["evaluate_after_fit=[recovery]"], "needs a run trained on occluded images"),
+    ],
+)
+def test_a_task_that_cannot_score_the_run_fails_before_training(tmp_path, overrides, message):
+    cfg = compose_config([*TINY, *overrides], tmp_path)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_evaluate_after_fit_reports_a_failed_task_and_runs_the_others(tmp_path):
-    """No held-out digit: task=anomaly cannot run; reconstruction still fills the row."""
+    """A bad anomaly option (no joint score) fails that task after training; reconstruction
+    still fills the row."""
     cfg = compose_config(
         [
             *TINY,
+            "dataset.holdout_digit=1",
             "evaluate_after_fit=[anomaly,reconstruction]",
-            'evaluate_overrides=["device=cpu","progress=false"]',
+            'evaluate_overrides=["device=cpu","progress=false","++anomaly.scores=[prior]"]',
             "extras.print_config=false",
         ],
         tmp_path,
@@ -185,7 +225,7 @@ def test_evaluate_after_fit_reports_a_failed_task_and_runs_the_others(tmp_path):
     assert record["status"] == "completed"
     status = record["evaluation"]
     assert status["reconstruction"] == "completed"
-    assert status["anomaly"].startswith("failed: ") and "holdout_digit" in status["anomaly"]
+    assert status["anomaly"].startswith("failed: ") and "including joint" in status["anomaly"]
     own = json.loads((tmp_path / "eval" / "reconstruction" / "metrics.json").read_text())
     assert record["reconstruction/mse"] == own["mse"] == metrics["reconstruction/mse"]
     assert record["reconstruction/n_checkpoints"] == 1 and record["reconstruction/mse_sd"] == 0
