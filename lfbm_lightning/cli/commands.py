@@ -24,6 +24,7 @@ from lfbm_lightning.errors import ConfigError
 
 HELP_FLAGS = ("--help", "-h")
 PLAN_FLAG = "plan=true"
+MULTIRUN_FLAGS = {"-m", "--multirun"}
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
@@ -31,8 +32,11 @@ PLAN_FLAG = "plan=true"
 def _train(cfg: DictConfig) -> float | None:
     # imported here, not at the top: pytorch_lightning takes seconds to import, which --help,
     # plan=true and Hydra's own override errors need not pay
+    from lfbm_lightning.cli.job_process import in_joblib_worker, run_job_in_child  # noqa: PLC0415
     from lfbm_lightning.run.training import train  # noqa: PLC0415
 
+    if in_joblib_worker():  # a lost job must cost only itself (cli/job_process.py)
+        return run_job_in_child(cfg)
     _, metrics = train(cfg)
     # a sweeper (hparams_search=...) optimises the value returned here
     return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
@@ -56,10 +60,11 @@ def _run(app: Callable[[], object], page: Callable[[Path], str]) -> None:
 def train_command() -> None:
     """``lfbm-train [group=option ...] [key=value ...]``: train (``--help`` for the page).
 
-    With ``plan=true`` nothing trains: the sweep the other arguments describe is printed with
-    its jobs, epochs, Langevin steps and estimated hours (:mod:`lfbm_lightning.cli.plan`),
-    before Hydra would launch a job; a job that would fail train.py's checks refuses the plan
-    (one line, exit status 2).
+    A sweep (``-m``) ends with one line counting the jobs that did not complete, exit status
+    1 then (:mod:`lfbm_lightning.cli.job_process`). With ``plan=true`` nothing trains: the
+    sweep the other arguments describe is printed with its jobs, epochs, Langevin steps and
+    estimated hours (:mod:`lfbm_lightning.cli.plan`), before Hydra would launch a job; a job
+    that would fail train.py's checks refuses the plan (one line, exit status 2).
     """
     if PLAN_FLAG in sys.argv[1:]:
         ignored = (PLAN_FLAG, "-m", "--multirun")
@@ -70,9 +75,22 @@ def train_command() -> None:
             sys.exit(exit_code(err))
         print(text, end="")
         return
-    _run(_train, train_help)
+    try:
+        _run(_train, train_help)
+        status = 0
+    except SystemExit as stopped:
+        status = stopped.code if isinstance(stopped.code, int) else int(stopped.code is not None)
+    if MULTIRUN_FLAGS & set(sys.argv[1:]):
+        from lfbm_lightning.cli.job_process import report_sweep  # noqa: PLC0415
+
+        status = report_sweep() or status
+    sys.exit(status)
 
 
 def evaluate_command() -> None:
     """``lfbm-evaluate ckpt_path=... task=...``: evaluate a checkpoint (``--help``)."""
     _run(_evaluate, evaluate_help)
+
+
+if __name__ == "__main__":  # the process of one sweep job (cli/job_process.py)
+    train_command()

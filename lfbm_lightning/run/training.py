@@ -50,6 +50,7 @@ from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.run.after_fit import check_task_names, evaluate_after_fit
 from lfbm_lightning.run.config_checks import validate_config
 from lfbm_lightning.run.config_tree import print_config_tree
+from lfbm_lightning.run.evaluation import is_number
 from lfbm_lightning.run.summary import run_summary
 from lfbm_lightning.runtime.checkpoint_io import (
     AtomicCheckpointIO,
@@ -216,6 +217,14 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
     out_dir = Path(cfg.paths.output_dir)
     rank_zero = rank_zero_only.rank == 0
     ckpt_path = cfg.get("ckpt_path")
+    if cfg.get("resume") and not ckpt_path:
+        done = read_record(out_dir)
+        if done.get("status") == "completed":
+            log.info("resume=true: %s completed earlier, not run again", out_dir)
+            last = checkpoint_dir(cfg) / "last.ckpt"
+            return load_model(last), {k: v for k, v in done.items() if is_number(v)}
+        ckpt_path = resume_checkpoint(cfg)
+        cfg.ckpt_path = ckpt_path
     with lock_run_dir(out_dir, enabled=rank_zero):
         if rank_zero:
             check_fresh_run(out_dir, ckpt_path)
@@ -224,7 +233,7 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
         if ckpt_path:
             checkpoint = read_checkpoint(ckpt_path)
             check_resume_compatible(config, ckpt_path, checkpoint)
-            finishing = trained_but_interrupted(out_dir, epochs_done(checkpoint), cfg)
+            finishing = trained_but_finishing(out_dir, epochs_done(checkpoint), cfg)
             if not finishing:
                 check_epochs_left(ckpt_path, epochs_done(checkpoint), cfg.trainer.max_epochs)
             del checkpoint
@@ -235,12 +244,23 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
         return _fit(cfg, config, out_dir, ckpt_path, rank_zero)
 
 
-def trained_but_interrupted(out_dir: Path, epochs: int, cfg: DictConfig) -> bool:
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``resume=true``: the run directory's ``last.ckpt`` to resume from (None: start afresh,
+    no checkpoint was written)."""
+    last = checkpoint_dir(cfg) / "last.ckpt"
+    if not last.is_file():
+        return None
+    log.info("resume=true: resuming from %s", last)
+    return str(last)
+
+
+def trained_but_finishing(out_dir: Path, epochs: int, cfg: DictConfig) -> bool:
     """Whether a resume only finishes the run: its checkpoint has trained every epoch of
-    ``trainer.max_epochs`` and the run was stopped by a signal (in its end figures or
-    evaluation after fit)."""
-    max_epochs = cfg.trainer.max_epochs
-    return 0 <= max_epochs <= epochs and read_record(out_dir).get("status") == "interrupted"
+    ``trainer.max_epochs`` and the run was stopped (by a signal in its end figures or
+    evaluation after fit, or lost there with ``resume=true``)."""
+    status = read_record(out_dir).get("status")
+    stopped = status == "interrupted" or (cfg.get("resume") and status in ("failed", None))
+    return 0 <= cfg.trainer.max_epochs <= epochs and bool(stopped)
 
 
 def finish_after_fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:

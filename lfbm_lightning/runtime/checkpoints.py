@@ -58,7 +58,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> La
 
 # Config sections that may change when a run is resumed: where things are written and read,
 # how long to train, what is logged. Everything else must match the checkpoint's config.
-RESUMABLE_CHANGES = ("ckpt_path", "paths", "trainer", "logger", "callbacks")
+RESUMABLE_CHANGES = ("ckpt_path", "resume", "paths", "trainer", "logger", "callbacks")
 RESUMABLE_DATASET_KEYS = ("root", "download", "num_workers", "pin_memory", "persistent_workers")
 # What to do about non-finite batches does not change the model: a diverged run may be resumed
 # with model.on_divergence=skip (the advice of its error message).

@@ -60,6 +60,20 @@ class FillDiskBeforeSave(pl.Callback):
         os.truncate(filler, max(0, filler.stat().st_size - self.spare))
 
 
+class SigkillOnce(pl.Callback):
+    """SIGKILL this process at batch 1 of epoch ``epoch``, once per run directory (a marker
+    file ``sigkilled`` remembers it): a job lost to the out-of-memory killer, say."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        marker = Path(trainer.default_root_dir) / "sigkilled"
+        if (trainer.current_epoch, batch_idx) == (self.epoch, 1) and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class SigtermAt(pl.Callback):
     """Send SIGTERM to this process at batch ``batch`` of epoch ``epoch`` (a preemption)."""
 
