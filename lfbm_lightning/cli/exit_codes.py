@@ -8,7 +8,7 @@ a missing ``???`` value met while the job runs) is printed as ONE line on stderr
   errors),
 - ``1``: any other project error (checkpoint, data, divergence, ...),
 - the error's own ``exit_code`` when it has one (``143`` for a run stopped by SIGTERM,
-  :class:`~lfbm_lightning.run.training.RunInterrupted`).
+  ``130`` by SIGINT: :class:`~lfbm_lightning.run.training.RunInterrupted`).
 
 ``HYDRA_FULL_ERROR=1`` re-raises instead, with the full traceback. Anything else is a bug and
 keeps its traceback. In a ``--multirun`` the error is re-raised too, so that Hydra's launcher

@@ -22,6 +22,11 @@ How a run ends is written to ``metrics.json`` as ``"status"``:
 ``"progress"`` holds ``epoch`` (Lightning's current epoch: the epochs done after a complete
 run, the 0-based epoch in progress after an interruption), ``epochs_completed``,
 ``global_step`` and ``skipped_batches``.
+
+``resume=true`` resumes the run in ``paths.output_dir`` from its ``last.ckpt`` (a fresh start
+without one) and returns at once when ``metrics.json`` says ``completed`` with every
+``evaluate_after_fit`` task recorded and ``trainer.max_epochs`` trained, so that re-running a
+sweep finishes only what is left.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from lfbm_lightning.callbacks.run_guards import (
 from lfbm_lightning.errors import CheckpointError, DivergenceError, LfbmError
 from lfbm_lightning.generators import output_shape
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.run.after_fit import check_task_names, evaluate_after_fit
+from lfbm_lightning.run.after_fit import check_task_names, evaluate_after_fit, task_names
 from lfbm_lightning.run.config_checks import validate_config
 from lfbm_lightning.run.config_tree import print_config_tree
 from lfbm_lightning.run.evaluation import is_number
@@ -219,7 +224,9 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
     ckpt_path = cfg.get("ckpt_path")
     if cfg.get("resume") and not ckpt_path:
         done = read_record(out_dir)
-        if done.get("status") == "completed":
+        evaluated = all(t in done.get("evaluation", {}) for t in task_names(cfg))
+        trained = done.get("progress", {}).get("epochs_completed", 0)
+        if done.get("status") == "completed" and evaluated and trained >= cfg.trainer.max_epochs:
             log.info("resume=true: %s completed earlier, not run again", out_dir)
             last = checkpoint_dir(cfg) / "last.ckpt"
             return load_model(last), {k: v for k, v in done.items() if is_number(v)}
@@ -257,9 +264,10 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 def trained_but_finishing(out_dir: Path, epochs: int, cfg: DictConfig) -> bool:
     """Whether a resume only finishes the run: its checkpoint has trained every epoch of
     ``trainer.max_epochs`` and the run was stopped (by a signal in its end figures or
-    evaluation after fit, or lost there with ``resume=true``)."""
+    evaluation after fit, or, with ``resume=true``, lost there)."""
     status = read_record(out_dir).get("status")
-    stopped = status == "interrupted" or (cfg.get("resume") and status in ("failed", None))
+    # resume=true: also a run lost (SIGKILL) in its evaluation after fit
+    stopped = status == "interrupted" or (cfg.get("resume") and status != "diverged")
     return 0 <= cfg.trainer.max_epochs <= epochs and bool(stopped)
 
 
