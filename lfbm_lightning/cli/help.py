@@ -26,6 +26,7 @@ Common commands:
   python train.py prior=ebm trainer.max_epochs=3    the LEBM baseline, 3 epochs
   python train.py ckpt_path=RUN/checkpoints/last.ckpt   resume a stopped run
   python train.py -m prior=gaussian,flow seed=1,2   a sweep of 4 jobs
+  python train.py -m ... hydra.sweep.dir=SWEEP resume=true   finish a stopped sweep
   python train.py debug=fdr                         one batch through everything
   python train.py --cfg job                         print the composed config and stop
 """
