@@ -107,4 +107,4 @@ def test_a_signal_in_any_phase_stops_at_once_keeps_a_checkpoint_and_resumes(
     if phase == "evaluation_after_fit":  # only the task not completed ran again
         assert record["evaluation"] == {"reconstruction": "completed", "likelihood": "completed"}
         assert record["reconstruction/mse"] == reconstruction_mse
-        assert "task reconstruction completed earlier, skipped" in result.stderr
+        assert "task reconstruction completed earlier, skipped" in (run / "train.log").read_text()
