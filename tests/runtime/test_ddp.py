@@ -277,13 +277,16 @@ EVALUATE_OVERRIDES = [
 def test_evaluation_after_fit_runs_in_both_ranks_and_matches_one_process(tmp_path):
     """``evaluate_after_fit`` in a 2-process job: both ranks share the reconstruction out (the
     task's summary says ``processes: 2``) and the row's number is what ``evaluate.py
-    devices=1`` gives for that run's checkpoint. ``anomaly`` fails on both ranks (no held-out
-    digit) without holding up the task after it."""
+    devices=1`` gives for that run's checkpoint. ``anomaly`` fails on both ranks (a bad
+    ``anomaly.scores``) without holding up the task after it."""
     run = tmp_path / "two"
     args = [*RUN, *TWO_PROCESSES, f"hydra.run.dir={run}", f"+callbacks.probe.out_dir={tmp_path}"]
     args += [
+        "dataset.holdout_digit=1",
         "evaluate_after_fit=[anomaly,reconstruction]",
-        "evaluate_overrides=[" + ",".join(f'"{o}"' for o in EVALUATE_OVERRIDES) + "]",
+        "evaluate_overrides=["
+        + ",".join(f'"{o}"' for o in [*EVALUATE_OVERRIDES, "++anomaly.scores=[prior]"])
+        + "]",
         "extras.print_config=false",
     ]
     finish(start_train(args, tmp_path / "two.log"), tmp_path / "two.log")
@@ -291,7 +294,7 @@ def test_evaluation_after_fit_runs_in_both_ranks_and_matches_one_process(tmp_pat
     assert record["status"] == "completed"
     assert record["evaluation"]["reconstruction"] == "completed"
     anomaly = record["evaluation"]["anomaly"]
-    assert anomaly.startswith("failed (rank 0): ") and "holdout_digit" in anomaly
+    assert anomaly.startswith("failed (rank 0): ") and "including joint" in anomaly
     task = json.loads((run / "eval" / "reconstruction" / "metrics.json").read_text())
     assert task["processes"] == 2 and task["n_images"] == 20
     assert record["reconstruction/mse"] == task["mse"]
