@@ -165,8 +165,6 @@ class MNISTDataModule(TrainTestDataModule):
         self, holdout_digit: int | None = None, holdout_seed: int = 42, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        if holdout_digit is not None and not 0 <= int(holdout_digit) <= 9:
-            raise ValueError(f"dataset.holdout_digit must be in 0..9, got {holdout_digit}")
         self.holdout_digit = holdout_digit
         self.holdout_seed = holdout_seed
 

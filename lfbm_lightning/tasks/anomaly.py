@@ -38,6 +38,7 @@ from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.metrics.precision_recall import anomaly_report
 from lfbm_lightning.models.energy import reconstruction_energy
+from lfbm_lightning.reporting.markdown import table_lines
 from lfbm_lightning.runtime.distributed import rank_and_world_size
 from lfbm_lightning.seeds import item_seed
 from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
@@ -115,19 +116,15 @@ def plot_pr_curves(
 
 def scores_table(names: list[str], results: dict[str, Any]) -> str:
     """Markdown: one row per score, AUPRC, average precision and passes per image."""
-    lines = [
-        f"# anomaly scores, held-out digit {results['holdout_digit']}",
-        "",
-        "| score | AUPRC | average precision | passes / image |",
-        "|---|---|---|---|",
-    ]
+    rows = []
     for name in names:
         auprc = results["auprc" if name == "joint" else f"auprc_{name}"]
         ap = results["average_precision" if name == "joint" else f"ap_{name}"]
-        lines.append(
-            f"| {name}: {SCORES[name][1]} | {auprc:.4f} | {ap:.4f} "
-            f"| {results[f'passes_{name}']:.1f} |"
-        )
+        passes = results[f"passes_{name}"]
+        rows.append([f"{name}: {SCORES[name][1]}", f"{auprc:.4f}", f"{ap:.4f}", f"{passes:.1f}"])
+    header = ["score", "AUPRC", "average precision", "passes / image"]
+    lines = [f"# anomaly scores, held-out digit {results['holdout_digit']}", ""]
+    lines += table_lines(header, rows)
     lines += [
         "",
         f"chance level (anomaly fraction): {results['chance_level']:.4f}, "
