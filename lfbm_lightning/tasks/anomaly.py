@@ -41,7 +41,6 @@ from lfbm_lightning.models.energy import reconstruction_energy
 from lfbm_lightning.reporting.markdown import table_lines
 from lfbm_lightning.runtime.distributed import rank_and_world_size
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.likelihood import image_log_likelihood, proposal_chain
 from lfbm_lightning.tasks.task import ExampleTask
 
@@ -153,8 +152,8 @@ class Anomaly(ExampleTask):
     def check(self) -> None:
         self.digit = check_holdout(self.datamodule)
         self.scores = check_scores(self.settings.scores)
-        self.n_steps, self.step_size = chain_settings(
-            self.model, self.settings.n_steps, self.settings.step_size
+        self.n_steps, self.step_size = self.model.posterior.eval_settings(
+            self.settings.n_steps, self.settings.step_size
         )
         self.marginal = self.settings.marginal
         if "marginal" in self.scores:
@@ -177,9 +176,14 @@ class Anomaly(ExampleTask):
 
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
-        z0 = start_latents(self.model, batch["index"], self.cfg.seed)
-        x_hat, z = reconstruct(
-            self.model, x, self.n_steps, self.step_size, z0=z0, fit=self.fit, count=self.count
+        x_hat, z = self.model.reconstruct(
+            x,
+            n_steps=self.n_steps,
+            step_size=self.step_size,
+            index=batch["index"],
+            seed=self.cfg.seed,
+            fit=self.fit,
+            count=self.count,
         )
         with torch.no_grad():
             energy = reconstruction_energy(x, x_hat, self.model.sigma).double()

@@ -40,7 +40,6 @@ from lfbm_lightning.metrics.fid_statistics import (
 from lfbm_lightning.metrics.mse import per_image_mse
 from lfbm_lightning.reporting.image_grids import save_comparison, with_hole
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.outputs import FirstImages, is_writer
 from lfbm_lightning.tasks.task import ExampleTask
 
@@ -89,7 +88,7 @@ class Recovery(ExampleTask):
             raise ConfigError(f"recovery.chain must be one of {list(CHAINS)}, got {self.chain!r}")
         n_steps, step_size = self.settings.n_steps, self.settings.step_size
         if self.chain == "fit":
-            self.n_steps, self.step_size = chain_settings(self.model, n_steps, step_size)
+            self.n_steps, self.step_size = self.model.posterior.eval_settings(n_steps, step_size)
         else:
             inference = self.model.inference_cfg
             self.n_steps = self.model.chain_steps if n_steps is None else int(n_steps)
@@ -103,18 +102,18 @@ class Recovery(ExampleTask):
 
     def recover(self, x: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """g(z) (B, C, H, W) of z inferred from the observed pixels of x by the chosen chain."""
-        z0 = start_latents(self.model, index, self.cfg.seed)
         if self.chain == "fit":
-            return reconstruct(
-                self.model,
+            return self.model.reconstruct(
                 x,
-                self.n_steps,
-                self.step_size,
                 mask,
-                z0,
+                self.n_steps,
+                step_size=self.step_size,
+                index=index,
+                seed=self.cfg.seed,
                 fit=self.fit,
                 count=self.count,
             )[0]
+        z0 = self.model.posterior.seeded_start(self.model, index, self.cfg.seed)
         seed = item_seed(self.cfg.seed, int(index[0]))
         rng = torch.Generator(device=x.device).manual_seed(seed)
         z = self.model.infer(

@@ -21,7 +21,6 @@ from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.models.latent_prior_model import build_posterior
 from lfbm_lightning.run.training import resolved_config
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks import common
 from tests.conftest import CONF, compose_config
 
 OPTIONS = sorted(p.stem for p in (CONF / "inference").glob("*.yaml"))
@@ -102,15 +101,15 @@ def test_reconstruction_shapes_finiteness_and_seeded_starts(trained):
 
 
 def test_validation_and_the_tasks_reconstruct_alike(trained):
-    """``val/mse`` (model.reconstruct with the batch's indices) and the tasks (start_latents,
-    chain_settings, reconstruct of tasks/common.py) give the same reconstruction."""
+    """``val/mse`` (model.reconstruct with the defaults) and a task (the method's evaluation
+    settings and start, given explicitly) give the same reconstruction."""
     model, datamodule, _, _, _ = trained
     model.eval()
     x, index = images(datamodule)
     x_val, z_val = model.reconstruct(x, index=index)
-    n_steps, step_size = common.chain_settings(model, None, None)
-    z0 = common.start_latents(model, index, model.seed)
-    x_task, z_task = common.reconstruct(model, x, n_steps, step_size, z0=z0)
+    n_steps, step_size = model.posterior.eval_settings(None, None)
+    z0 = model.posterior.start(model, x, None, index, model.seed)
+    x_task, z_task = model.reconstruct(x, n_steps=n_steps, step_size=step_size, z0=z0)
     assert torch.equal(x_val, x_task) and torch.equal(z_val, z_task)
 
 
