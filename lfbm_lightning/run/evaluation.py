@@ -39,7 +39,7 @@ from lfbm_lightning.checks import is_number
 from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.data.selection import relocate
 from lfbm_lightning.errors import CheckpointError
-from lfbm_lightning.metrics.fid import resolve_inception_weights
+from lfbm_lightning.metrics.inception import resolve_inception_weights
 from lfbm_lightning.reporting.markdown import mean_std, table_lines
 from lfbm_lightning.run.config_checks import (
     check_evaluate_config,
