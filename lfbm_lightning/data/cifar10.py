@@ -107,36 +107,6 @@ def download(root: str | Path) -> None:
     FILES.check(root)
 
 
-def write_toy_files(root: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Write a tiny CIFAR-10 in the real format under ``root`` (for tests): 5 training batches
-    of 2 random images and a test batch of 3, pickled with bytes keys as the originals.
-
-    Returns:
-        split -> (images uint8 (N, 3, 32, 32), labels int64 (N,)) as written.
-    """
-    rng = np.random.default_rng(0)
-    folder = Path(root) / DIRECTORY
-    folder.mkdir(parents=True)
-    written: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
-    for split, files in SPLITS.items():
-        for file in files:
-            n = 2 if split == "train" else 3
-            images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
-            labels = rng.integers(0, 10, size=n)
-            batch = {
-                b"batch_label": file.encode(),
-                b"labels": [int(y) for y in labels],
-                b"data": images.reshape(n, 3072),
-                b"filenames": [f"img_{i}.png".encode() for i in range(n)],
-            }
-            # protocol 3 stores bytes as bytes, as the Python 2 originals' str; (protocol 2
-            # from Python 3 would name _codecs.encode, which no real file does)
-            (folder / file).write_bytes(pickle.dumps(batch, protocol=3))
-            written[split][0].append(images)
-            written[split][1].append(labels.astype(np.int64))
-    return {s: (np.concatenate(x), np.concatenate(y)) for s, (x, y) in written.items()}
-
-
 class CIFAR10DataModule(TrainTestDataModule):
     """CIFAR-10 32 x 32 colour images in [-1, 1] from ``<root>/cifar-10-batches-py``.
 

@@ -13,7 +13,6 @@ labels) and dims, then the uint8 values.
 from __future__ import annotations
 
 import gzip
-import struct
 import zlib
 from pathlib import Path
 from typing import Any
@@ -110,41 +109,6 @@ def download(root: str | Path) -> None:
     for train in (True, False):
         tv_datasets.MNIST(str(Path(root).expanduser()), train=train, download=True)
     FILES.check(root)
-
-
-def idx_bytes(array: np.ndarray, magic: int) -> bytes:
-    """An idx file's content: big-endian int32 magic and dims, then the uint8 values."""
-    header = struct.pack(f">{1 + array.ndim}i", magic, *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_toy_files(
-    root: str | Path, gz: bool = False
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Write a tiny MNIST in the real format under ``root`` (for tests): 4 training and 3 test
-    random images, as plain idx files or (``gz``) gzipped ones.
-
-    Returns:
-        split -> (images uint8 (N, 1, 28, 28), labels int64 (N,)) as written.
-    """
-    rng = np.random.default_rng(2)
-    folder = Path(root) / DIRECTORY
-    folder.mkdir(parents=True)
-    written = {}
-    for split, n in (("train", 4), ("test", 3)):
-        images = rng.integers(0, 256, size=(n, 1, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n).astype(np.int64)
-        image_file, label_file = SPLITS[split]
-        for file, data in (
-            (image_file, idx_bytes(images[:, 0], IMAGES_MAGIC)),
-            (label_file, idx_bytes(labels, LABELS_MAGIC)),
-        ):
-            if gz:
-                (folder / f"{file}.gz").write_bytes(gzip.compress(data))
-            else:
-                (folder / file).write_bytes(data)
-        written[split] = (images, labels)
-    return written
 
 
 class MNISTDataModule(TrainTestDataModule):

@@ -67,26 +67,6 @@ def download(root: str | Path) -> None:
     FILES.check(root)
 
 
-def write_toy_files(root: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Write a tiny SVHN in the real format under ``root`` (for tests): 5 training and 4 test
-    random images, the first two digits of each split 0 and 7 (0 stored as label 10).
-
-    Returns:
-        split -> (images uint8 (N, 3, 32, 32), digits int64 (N,)) as written.
-    """
-    rng = np.random.default_rng(1)
-    folder = Path(root) / DIRECTORY
-    folder.mkdir(parents=True)
-    written = {}
-    for split, n in (("train", 5), ("test", 4)):
-        images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
-        digits = np.concatenate([[0, 7], rng.integers(0, 10, size=n - 2)]).astype(np.int64)
-        y = np.where(digits == 0, 10, digits).astype(np.uint8)[:, None]
-        scipy.io.savemat(folder / SPLITS[split], {"X": images.transpose(2, 3, 1, 0), "y": y})
-        written[split] = (images, digits)
-    return written
-
-
 class SVHNDataModule(TrainTestDataModule):
     """SVHN 32 x 32 colour digits in [-1, 1] from ``<root>/svhn/{train,test}_32x32.mat``.
 

@@ -22,6 +22,7 @@ from lfbm_lightning.models.latent_prior_model import build_posterior
 from lfbm_lightning.run.training import resolved_config
 from lfbm_lightning.seeds import item_seed
 from tests.conftest import CONF, compose_config
+from tests.helpers.quiet_trainer import quiet_trainer
 
 OPTIONS = sorted(p.stem for p in (CONF / "inference").glob("*.yaml"))
 CASES = [(name, []) for name in OPTIONS] + [("langevin", ["inference.persistent=true"])]
@@ -50,15 +51,7 @@ def trained(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(name)
     model, datamodule = build(out, name, extra)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1)
     trainer.fit(model, datamodule=datamodule)
     path = out / "one_step.ckpt"
     trainer.save_checkpoint(path)
