@@ -176,15 +176,8 @@ class Anomaly(ExampleTask):
 
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
-        x_hat, z = self.model.reconstruct(
-            x,
-            n_steps=self.n_steps,
-            step_size=self.step_size,
-            index=batch["index"],
-            seed=self.cfg.seed,
-            fit=self.fit,
-            count=self.count,
-        )
+        steps = {"n_steps": self.n_steps, "step_size": self.step_size}
+        x_hat, z = self.model.reconstruct(x, index=batch["index"], **steps, **self.fit_options)
         with torch.no_grad():
             energy = reconstruction_energy(x, x_hat, self.model.sigma).double()
             log_prior = self.model.prior.log_prob(z).double()

@@ -95,7 +95,7 @@ class Inpainting(ExampleTask):
             z0 = self.model.prior.sample(x.shape[0])
             n_steps, step_size = self.settings.n_steps, self.settings.step_size
             g, _ = self.model.reconstruct(
-                x, mask, n_steps, step_size=step_size, z0=z0, fit=self.fit, count=self.count
+                x, mask, n_steps, step_size=step_size, z0=z0, **self.fit_options
             )
             filled = x * mask + g * (1.0 - mask)
             scores = [

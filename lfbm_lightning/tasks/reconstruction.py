@@ -43,15 +43,8 @@ class Reconstruction(ExampleTask):
 
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
-        x_hat, _ = self.model.reconstruct(
-            x,
-            n_steps=self.n_steps,
-            step_size=self.step_size,
-            index=batch["index"],
-            seed=self.cfg.seed,
-            fit=self.fit,
-            count=self.count,
-        )
+        steps = {"n_steps": self.n_steps, "step_size": self.step_size}
+        x_hat, _ = self.model.reconstruct(x, index=batch["index"], **steps, **self.fit_options)
         mse = per_image_mse(x, x_hat).tolist()
         mse_01 = per_image_mse(x, x_hat, scale="[0,1]").tolist()
         self.shown.add(x, x_hat)

@@ -103,16 +103,8 @@ class Recovery(ExampleTask):
     def recover(self, x: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """g(z) (B, C, H, W) of z inferred from the observed pixels of x by the chosen chain."""
         if self.chain == "fit":
-            return self.model.reconstruct(
-                x,
-                mask,
-                self.n_steps,
-                step_size=self.step_size,
-                index=index,
-                seed=self.cfg.seed,
-                fit=self.fit,
-                count=self.count,
-            )[0]
+            steps = {"n_steps": self.n_steps, "step_size": self.step_size}
+            return self.model.reconstruct(x, mask, index=index, **steps, **self.fit_options)[0]
         z0 = self.model.posterior.seeded_start(self.model, index, self.cfg.seed)
         seed = item_seed(self.cfg.seed, int(index[0]))
         rng = torch.Generator(device=x.device).manual_seed(seed)

@@ -63,6 +63,9 @@ class Task:
         task's ``fit`` option; pass it and :attr:`count` to the fits."""
         self.count = PassCount()
         """Generator passes of this rank's fits."""
+        self.fit_options = {"seed": int(cfg.seed), "fit": self.fit, "count": self.count}
+        """Keyword arguments of every ``model.reconstruct`` of the task: chain starts seeded
+        with the evaluation seed (and each example's index), :attr:`fit`, :attr:`count`."""
 
     def fit_results(self) -> dict[str, Any]:
         """``fit``, ``generator_passes`` and ``passes_per_fit`` summed over every rank's fits;

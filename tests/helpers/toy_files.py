@@ -27,17 +27,28 @@ def write_toy_files(name: str, root: str | Path) -> Written:
     return globals()[f"write_{name}"](root)
 
 
+def data_folder(root: str | Path, directory: str) -> Path:
+    """``root/directory``, created (it must not exist yet: a toy copy is written once)."""
+    folder = Path(root) / directory
+    folder.mkdir(parents=True)
+    return folder
+
+
+def random_images(rng: np.random.Generator, n: int, channels: int, size: int) -> np.ndarray:
+    """Uniformly random uint8 images (n, channels, size, size)."""
+    return rng.integers(0, 256, size=(n, channels, size, size), dtype=np.uint8)
+
+
 def write_cifar10(root: str | Path) -> Written:
     """5 training batches of 2 random images and a test batch of 3, pickled with bytes keys
     as the originals."""
     rng = np.random.default_rng(0)
-    folder = Path(root) / cifar10.DIRECTORY
-    folder.mkdir(parents=True)
+    folder = data_folder(root, cifar10.DIRECTORY)
     written: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
     for split, files in cifar10.SPLITS.items():
         for file in files:
             n = 2 if split == "train" else 3
-            images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+            images = random_images(rng, n, 3, 32)
             labels = rng.integers(0, 10, size=n)
             batch = {
                 b"batch_label": file.encode(),
@@ -56,12 +67,9 @@ def write_cifar10(root: str | Path) -> Written:
 def write_svhn(root: str | Path) -> Written:
     """5 training and 4 test random images, the first two digits of each split 0 and 7 (0
     stored as label 10); the labels returned are the digits."""
-    rng = np.random.default_rng(1)
-    folder = Path(root) / svhn.DIRECTORY
-    folder.mkdir(parents=True)
-    written = {}
+    rng, folder, written = np.random.default_rng(1), data_folder(root, svhn.DIRECTORY), {}
     for split, n in (("train", 5), ("test", 4)):
-        images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+        images = random_images(rng, n, 3, 32)
         digits = np.concatenate([[0, 7], rng.integers(0, 10, size=n - 2)]).astype(np.int64)
         y = np.where(digits == 0, 10, digits).astype(np.uint8)[:, None]
         scipy.io.savemat(folder / svhn.SPLITS[split], {"X": images.transpose(2, 3, 1, 0), "y": y})
@@ -77,12 +85,9 @@ def idx_bytes(array: np.ndarray, magic: int) -> bytes:
 
 def write_mnist(root: str | Path, gz: bool = False) -> Written:
     """4 training and 3 test random images, as plain idx files or (``gz``) gzipped ones."""
-    rng = np.random.default_rng(2)
-    folder = Path(root) / mnist.DIRECTORY
-    folder.mkdir(parents=True)
-    written = {}
+    rng, folder, written = np.random.default_rng(2), data_folder(root, mnist.DIRECTORY), {}
     for split, n in (("train", 4), ("test", 3)):
-        images = rng.integers(0, 256, size=(n, 1, 28, 28), dtype=np.uint8)
+        images = random_images(rng, n, 1, 28)
         labels = rng.integers(0, 10, size=n).astype(np.int64)
         image_file, label_file = mnist.SPLITS[split]
         for file, data in (
@@ -117,8 +122,8 @@ def write_celeba(root: str | Path) -> Written:
     """Six JPEGs ``00000k.jpg`` = :func:`toy_image` (blue 30 k) in the partitions of
     :data:`CELEBA_PARTITION` and the partition file; per partition the full-size images before
     JPEG coding (N, 3, 218, 178), labels 0, in partition-file order."""
-    folder = Path(root) / celeba.DIRECTORY
-    (folder / celeba.IMAGES).mkdir(parents=True)
+    folder = data_folder(root, celeba.DIRECTORY)
+    (folder / celeba.IMAGES).mkdir()
     images: dict[str, list[np.ndarray]] = {split: [] for split in celeba.PARTITIONS.values()}
     lines = []
     for k, code in enumerate(CELEBA_PARTITION, start=1):
