@@ -21,9 +21,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.data_module import FileDataModule
 from lfbm_lightning.data.datasets import IndexedSubset, to_unit_range
-from lfbm_lightning.data.readers import DataFiles, check_choice
+from lfbm_lightning.data.readers import DataFiles
 from lfbm_lightning.data.splits import train_val_rows
 
 DIRECTORY = "celeba"
@@ -95,7 +96,7 @@ class CelebA64(Dataset):
     def __init__(
         self, root: str | Path, split: str = "train", masks: torch.Tensor | None = None
     ) -> None:
-        check_choice(split, PARTITIONS.values(), "CelebA split")
+        check_choice("CelebA split", split, sorted(PARTITIONS.values()))
         self.image_dir = Path(root) / DIRECTORY / IMAGES
         self.files = read_celeba_partition(root)[split]
         shape = (len(self.files), 1, SIZE, SIZE)

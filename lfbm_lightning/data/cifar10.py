@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from torchvision import datasets as tv_datasets
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.in_memory import TrainTestDataModule
-from lfbm_lightning.data.readers import DataFiles, check_choice
+from lfbm_lightning.data.readers import DataFiles
 
 try:
     from numpy._core.multiarray import _reconstruct as np_reconstruct
@@ -93,7 +94,7 @@ def read_cifar10(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         images uint8 (N, 3, 32, 32) and labels int64 (N,).
     """
-    check_choice(split, SPLITS, "CIFAR-10 split")
+    check_choice("CIFAR-10 split", split, SPLITS)
     FILES.check(root)
     batches = [read_cifar10_batch(Path(root) / DIRECTORY / file) for file in SPLITS[split]]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])

@@ -21,8 +21,9 @@ import numpy as np
 from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.in_memory import TrainTestDataModule, UInt8ImageDataset
-from lfbm_lightning.data.readers import DataFiles, check_choice
+from lfbm_lightning.data.readers import DataFiles
 from lfbm_lightning.data.splits import holdout_digit_split, train_val_rows
 
 DIRECTORY = "MNIST/raw"
@@ -86,7 +87,7 @@ def read_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         DataError: naming the file that is broken, or the label file whose count differs from
             its image file's.
     """
-    check_choice(split, [*SPLITS, "all"], "MNIST split")
+    check_choice("MNIST split", split, [*SPLITS, "all"])
     FILES.check(root)
     parts = list(SPLITS) if split == "all" else [split]
     images, labels = [], []

@@ -15,19 +15,12 @@ Two errors name what a user can fix:
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from lfbm_lightning.errors import DataError, DatasetFilesMissing
 
-__all__ = ["DataError", "DataFiles", "DatasetFilesMissing", "check_choice"]
-
-
-def check_choice(value: str, choices: Collection[str], setting: str) -> None:
-    """Raise ValueError naming ``setting`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{setting} must be one of {sorted(choices)}, got {value!r}")
+__all__ = ["DataError", "DataFiles", "DatasetFilesMissing"]
 
 
 @dataclass(frozen=True)

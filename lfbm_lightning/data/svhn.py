@@ -13,8 +13,9 @@ import numpy as np
 import scipy.io
 from torchvision import datasets as tv_datasets
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.in_memory import TrainTestDataModule
-from lfbm_lightning.data.readers import DataFiles, check_choice
+from lfbm_lightning.data.readers import DataFiles
 
 DIRECTORY = "svhn"
 SPLITS = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
@@ -38,7 +39,7 @@ def read_svhn(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         DataError: naming the file, if it is no MATLAB file or lacks ``X`` and ``y``.
     """
-    check_choice(split, SPLITS, "SVHN split")
+    check_choice("SVHN split", split, SPLITS)
     FILES.check(root)
     path = Path(root) / DIRECTORY / SPLITS[split]
     try:

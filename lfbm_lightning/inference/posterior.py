@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lfbm_lightning.checks import check_choice
-from lfbm_lightning.inference.fit import FitResult, PassCount, check_fit, fast_fit, protocol_fit
+from lfbm_lightning.inference.fit import FitResult, PassCount, fast_fit, protocol_fit
 from lfbm_lightning.langevin import EnergyFn, LangevinResult, frozen_parameters, langevin
 from lfbm_lightning.priors.prior import Prior
 from lfbm_lightning.seeds import item_seed
@@ -244,7 +244,7 @@ class PosteriorInference(nn.Module, ABC):
 
         options = {"autocast_dtype": self.autocast_dtype, "compile": self.compile}
         with frozen_parameters((model.generator, model.prior)):
-            if check_fit(fit) == "fast":
+            if fit == "fast":
                 return fast_fit(z0, energy_of, n_steps)
             return protocol_fit(z0, energy_of, n_steps, step_size)
 

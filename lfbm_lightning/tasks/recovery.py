@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.metrics.fid import FeatureMoments, frechet_distance
 from lfbm_lightning.metrics.fid_statistics import (
@@ -83,9 +84,7 @@ class Recovery(ExampleTask):
                 "(train.py dataset.occlusion.kind=salt_pepper|single_region); this "
                 f"checkpoint's dataset.occlusion.kind is {kind!r}"
             )
-        self.chain = str(self.settings.chain)
-        if self.chain not in CHAINS:
-            raise ConfigError(f"recovery.chain must be one of {list(CHAINS)}, got {self.chain!r}")
+        self.chain = check_choice("recovery.chain", str(self.settings.chain), CHAINS)
         n_steps, step_size = self.settings.n_steps, self.settings.step_size
         if self.chain == "fit":
             self.n_steps, self.step_size = self.model.posterior.eval_settings(n_steps, step_size)
