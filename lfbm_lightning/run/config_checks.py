@@ -210,15 +210,14 @@ def check_evaluate_config(cfg: DictConfig) -> None:
         names = sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
         raise ConfigError(f"task=<name> is required, one of {names} (conf/task/<name>.yaml)")
     name = cfg.task.name
-    reference = OmegaConf.merge(
-        OmegaConf.load(CONF_DIR / "evaluate.yaml"), OmegaConf.load(TASK_DIR / f"{name}.yaml")
-    )
-    given = OmegaConf.to_container(cfg, resolve=False)
-    extra = unknown_key(given, OmegaConf.to_container(reference, resolve=False))
+    # every task's options are settings (evaluate_overrides serve several tasks at once)
+    files = [CONF_DIR / "evaluate.yaml", *sorted(TASK_DIR.glob("*.yaml"))]
+    reference = OmegaConf.to_container(OmegaConf.merge(*map(OmegaConf.load, files)))
+    extra = unknown_key(OmegaConf.to_container(cfg, resolve=False), reference)
     if extra is not None:
         raise ConfigError(
-            f"{extra} is not a setting of evaluate.py task={name}: remove it (the model and "
-            "its data come from the checkpoint; `python evaluate.py --help` lists the settings)"
+            f"{extra} is not an evaluate.py setting: remove it (the model and its data come "
+            "from the checkpoint; `python evaluate.py --help` lists the settings)"
         )
     check_process_counts(cfg)
     check_device(cfg.device)

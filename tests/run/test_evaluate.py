@@ -207,8 +207,8 @@ def test_an_empty_checkpoint_directory_or_glob_names_the_pattern(tmp_path):
     [
         ("devices=0", "devices must be an integer >= 1, got 0"),
         ("progress=maybe", "progress must be true or false, got 'maybe'"),
-        ("+dataset._target_=x.Y", "dataset is not a setting of evaluate.py task=anomaly"),
-        ("+anomaly.n_step=5", "anomaly.n_step is not a setting of evaluate.py task=anomaly"),
+        ("+dataset._target_=x.Y", "dataset is not an evaluate.py setting"),
+        ("+anomaly.n_step=5", "anomaly.n_step is not an evaluate.py setting"),
         ("metrics.reference_images=0", "metrics.reference_images must be null or an integer"),
         ("anomaly.step_size=inf", "anomaly.step_size must be null or a number > 0, got inf"),
         ("anomaly.n_examples=0", "anomaly.n_examples must be null or an integer >= 1"),
@@ -230,7 +230,7 @@ def test_wrong_settings_are_a_config_error_before_the_model_loads(override, name
     ("override", "message"),
     [
         ("progress=maybe", "progress must be true or false, got 'maybe'"),
-        ("+dataset._target_=x.Y", "dataset is not a setting of evaluate.py task=anomaly"),
+        ("+dataset._target_=x.Y", "dataset is not an evaluate.py setting"),
     ],
 )
 def test_evaluate_py_refuses_unchecked_settings_with_exit_2(override, message, tmp_path):
