@@ -183,9 +183,8 @@ def check_device(name: Any) -> torch.device:
 
 def check_process_counts(cfg: DictConfig) -> tuple[int, int]:
     """(devices, num_nodes) of ``cfg``, both integers >= 1, or a :class:`ConfigError`."""
-    return check_int("devices", cfg.get("devices", 1), 1), check_int(
-        "num_nodes", cfg.get("num_nodes", 1), 1
-    )
+    devices = check_int("devices", cfg.get("devices", 1), 1)
+    return devices, check_int("num_nodes", cfg.get("num_nodes", 1), 1)
 
 
 def unknown_key(config: Any, reference: Any, prefix: str = "") -> str | None:
