@@ -94,7 +94,7 @@ def read_cifar10(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         images uint8 (N, 3, 32, 32) and labels int64 (N,).
     """
-    check_choice("CIFAR-10 split", split, SPLITS)
+    check_choice("CIFAR-10 split", split, sorted(SPLITS))
     FILES.check(root)
     batches = [read_cifar10_batch(Path(root) / DIRECTORY / file) for file in SPLITS[split]]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])

@@ -87,7 +87,7 @@ def read_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         DataError: naming the file that is broken, or the label file whose count differs from
             its image file's.
     """
-    check_choice("MNIST split", split, [*SPLITS, "all"])
+    check_choice("MNIST split", split, sorted([*SPLITS, "all"]))
     FILES.check(root)
     parts = list(SPLITS) if split == "all" else [split]
     images, labels = [], []

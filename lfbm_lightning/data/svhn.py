@@ -39,7 +39,7 @@ def read_svhn(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         DataError: naming the file, if it is no MATLAB file or lacks ``X`` and ``y``.
     """
-    check_choice("SVHN split", split, SPLITS)
+    check_choice("SVHN split", split, sorted(SPLITS))
     FILES.check(root)
     path = Path(root) / DIRECTORY / SPLITS[split]
     try:
