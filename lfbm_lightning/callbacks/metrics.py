@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from lfbm_lightning.metrics.fid import InceptionWeightsMissing, frechet_distance
+from lfbm_lightning.errors import InceptionWeightsMissing
+from lfbm_lightning.metrics.fid import frechet_distance
 from lfbm_lightning.metrics.fid_statistics import (
     InceptionSettings,
     sample_stats,
@@ -36,7 +37,7 @@ class FIDCallback(pl.Callback):
         n_samples: prior samples per evaluation (small: a cheap, biased FID to follow a run).
         reference_images: training images in the reference (None: all of them).
         inception_weights: local Inception weights file (see
-            :func:`~lfbm_lightning.metrics.fid.resolve_inception_weights`).
+            :func:`~lfbm_lightning.metrics.inception.resolve_inception_weights`).
         allow_download: let torch-fidelity download the weights (needs network).
         feature_layer: Inception layer, 2048 (pool3) for FID.
         batch_size: images per Inception forward pass and per decoded batch of samples.

@@ -128,10 +128,6 @@ class ImageDataModule(pl.LightningDataModule):
                 f"{self.image_shape[0]} and dataset.image_size {self.image_shape[1]}, got "
                 f"{channels} and {image_size}"
             )
-        if batch_size < 1:
-            raise ValueError(f"dataset.batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"dataset.num_workers must be >= 0, got {num_workers}")
         self.channels = channels
         self.image_size = image_size
         self.batch_size = batch_size

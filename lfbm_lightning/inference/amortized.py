@@ -12,15 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lfbm_lightning.checks import check_choice, check_int, check_positive
 from lfbm_lightning.densities import diag_gaussian_entropy
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.inference.posterior import (
-    LatentModel,
-    PosteriorInference,
-    TrainingLatents,
-    check_positive,
-    check_steps,
-)
+from lfbm_lightning.inference.posterior import LatentModel, PosteriorInference, TrainingLatents
 from lfbm_lightning.langevin import EnergyFn, energy_grad
 
 CHAIN_STARTS = ("mean", "sample")
@@ -177,13 +172,11 @@ class AmortizedInference(PosteriorInference):
                 "inference.persistent needs Langevin inference without encoder: "
                 "use inference=langevin or set inference.persistent=false"
             )
-        if start not in CHAIN_STARTS:
-            raise ConfigError(f"inference.start must be one of {CHAIN_STARTS}, got {start!r}")
         self.encoder = encoder
-        self.encoder_lr = check_positive("encoder_lr", encoder_lr)
-        self.start_from = start
-        self.refine_steps = check_steps("refine_steps", refine_steps, 0)
-        self.eval_refine_steps = check_steps("eval_refine_steps", eval_refine_steps, 0)
+        self.encoder_lr = check_positive("inference.encoder_lr", encoder_lr)
+        self.start_from = check_choice("inference.start", start, CHAIN_STARTS)
+        self.refine_steps = check_int("inference.refine_steps", refine_steps, 0)
+        self.eval_refine_steps = check_int("inference.eval_refine_steps", eval_refine_steps, 0)
 
     @property
     def chain_steps(self) -> int:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.langevin import EnergyFn, energy_grad, langevin
 
 FITS = ("protocol", "fast")
@@ -52,13 +51,6 @@ class FitResult:
 
     z: torch.Tensor
     passes: torch.Tensor
-
-
-def check_fit(fit: str, key: str = "fit") -> str:
-    """``fit`` if it is one of :data:`FITS`, else :class:`ConfigError` naming ``key``."""
-    if fit not in FITS:
-        raise ConfigError(f"{key} must be one of {list(FITS)}, got {fit!r}")
-    return fit
 
 
 def protocol_fit(

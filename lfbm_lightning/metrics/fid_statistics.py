@@ -28,8 +28,8 @@ from lfbm_lightning.metrics.fid import (
     FeatureStats,
     compute_feature_moments,
     reference_stats,
-    resolve_inception_weights,
 )
+from lfbm_lightning.metrics.inception import resolve_inception_weights
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.runtime.distributed import gather_lists, shard_indices
 
@@ -67,7 +67,7 @@ class InceptionSettings:
     ) -> InceptionSettings:
         """Resolve the weights of a ``metrics`` config node (``inception_weights``,
         ``allow_download``, ``feature_layer``, ``batch_size``); raises
-        :class:`~lfbm_lightning.metrics.fid.InceptionWeightsMissing` at once when absent."""
+        :class:`~lfbm_lightning.errors.InceptionWeightsMissing` at once when absent."""
         return cls(
             weights=resolve_inception_weights(
                 metrics["inception_weights"], bool(metrics["allow_download"])

@@ -23,6 +23,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from lfbm_lightning.errors import DivergenceError, LfbmError
+from lfbm_lightning.inference.fit import PassCount
 from lfbm_lightning.inference.posterior import PosteriorInference
 from lfbm_lightning.langevin import EnergyFn, LangevinResult
 from lfbm_lightning.models.energy import posterior_energy_fn, reconstruction_energy
@@ -183,18 +184,44 @@ class LatentPriorModel(pl.LightningModule):
         mask: torch.Tensor | None = None,
         n_steps: int | None = None,
         *,
+        step_size: float | None = None,
         index: torch.Tensor | None = None,
+        seed: int | None = None,
+        z0: torch.Tensor | None = None,
+        fit: str = "protocol",
+        count: PassCount | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The inference method's reconstruction (:meth:`PosteriorInference.reconstruct`) of
-        images x (B, C, H, W), examples ``index`` (None: positions), seeded with ``seed``:
-        a deterministic function of (model, x, index) that never draws from the training
+        """The one reconstruction entry point (``val/mse``, the image grids and every task):
+        the inference method's :meth:`PosteriorInference.reconstruct` of images x (B, C, H, W).
+
+        A deterministic function of (model, x, index, seed) that never draws from the training
         noise stream (so evaluation cannot change a resumed run).
+
+        Args:
+            x: images (B, C, H, W).
+            mask: optional (B, 1, H, W), 1 = observed: only observed pixels enter the energy.
+            n_steps, step_size: the fit's steps and s (None: the method's evaluation chain,
+                ``inference.eval_steps`` = 20 K, and ``inference.eval_step_size``).
+            index: example indices (B,) that seed each chain's start (None: positions).
+            seed: the starts' seed (None: the run's ``seed``).
+            z0: the start (B, d) instead (None: the method's start of (x, index, seed)).
+            fit: ``protocol`` (noise-free Langevin) or ``fast`` (L-BFGS, :mod:`~.fit`).
+            count: adds the fit's generator passes.
 
         Returns:
             (x_hat (B, C, H, W), z (B, d)).
         """
         return self.posterior.reconstruct(
-            self, x, mask, index=index, seed=self.seed, n_steps=n_steps
+            self,
+            x,
+            mask,
+            index=index,
+            seed=self.seed if seed is None else seed,
+            n_steps=n_steps,
+            step_size=step_size,
+            z0=z0,
+            fit=fit,
+            count=count,
         )
 
     @torch.no_grad()

@@ -34,7 +34,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from lfbm_lightning.reporting.jobs import Job
-from lfbm_lightning.reporting.markdown import mean_std
+from lfbm_lightning.reporting.markdown import mean_std, table_lines
 
 TASK_KEY = {
     "auprc": "anomaly/auprc",
@@ -171,8 +171,7 @@ def markdown(table: Mapping[str, Any], cells: Mapping[tuple[str, str], Cell]) ->
         header = [table["row_label"], *(c["label"] for c in columns)]
         body = [[r["label"], *text[i]] for i, r in enumerate(rows)]
     lines = [f"## {table['title']} ({table['id']})", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(line) + " |" for line in body]
+    lines += table_lines(header, body)
     note = "each cell: ours ± spread (n) / published"
     if table.get("errors_mean"):
         note += f" ± {table['errors_mean']}"

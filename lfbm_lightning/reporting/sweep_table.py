@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lfbm_lightning.reporting.jobs import Job, read_jobs
-from lfbm_lightning.reporting.markdown import mean_std
+from lfbm_lightning.reporting.markdown import mean_std, table_lines
 from lfbm_lightning.reporting.paper_tables import render, sweep_tables
 
 
@@ -75,11 +75,12 @@ def markdown_table(
     for job in jobs:
         rows.setdefault(tuple(job.overrides.get(k, "") for k in keys), []).append(job)
     header = [*keys, "n", *metrics] if keys else ["n", *metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for setting, members in rows.items():
         done = [job.metrics for job in members if job.metrics is not None]
         cells = [format_cell([m[name] for m in done if name in m]) for name in metrics]
-        lines.append("| " + " | ".join([*setting, str(len(done)), *cells]) + " |")
+        body.append([*setting, str(len(done)), *cells])
+    lines = table_lines(header, body)
     over_text = ", ".join(over) if over else "nothing"
     lines.append("")
     lines.append(f"{len(jobs)} jobs; mean ± std (ddof 1) over {over_text}; n jobs per row.")

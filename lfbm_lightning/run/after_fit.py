@@ -41,8 +41,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from lfbm_lightning import CONF_DIR
+from lfbm_lightning.checks import is_number
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.run.evaluation import CHECKPOINT_PATTERN, TASK_DIR, evaluate, is_number
+from lfbm_lightning.run.config_checks import TASK_DIR
+from lfbm_lightning.run.evaluation import CHECKPOINT_PATTERN, evaluate
 from lfbm_lightning.runtime.checkpoint_io import atomic_write_text
 from lfbm_lightning.runtime.distributed import gather_lists, rank_and_world_size
 

@@ -38,9 +38,9 @@ from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.metrics.precision_recall import anomaly_report
 from lfbm_lightning.models.energy import reconstruction_energy
+from lfbm_lightning.reporting.markdown import table_lines
 from lfbm_lightning.runtime.distributed import rank_and_world_size
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.likelihood import image_log_likelihood, proposal_chain
 from lfbm_lightning.tasks.task import ExampleTask
 
@@ -115,19 +115,15 @@ def plot_pr_curves(
 
 def scores_table(names: list[str], results: dict[str, Any]) -> str:
     """Markdown: one row per score, AUPRC, average precision and passes per image."""
-    lines = [
-        f"# anomaly scores, held-out digit {results['holdout_digit']}",
-        "",
-        "| score | AUPRC | average precision | passes / image |",
-        "|---|---|---|---|",
-    ]
+    rows = []
     for name in names:
         auprc = results["auprc" if name == "joint" else f"auprc_{name}"]
         ap = results["average_precision" if name == "joint" else f"ap_{name}"]
-        lines.append(
-            f"| {name}: {SCORES[name][1]} | {auprc:.4f} | {ap:.4f} "
-            f"| {results[f'passes_{name}']:.1f} |"
-        )
+        passes = results[f"passes_{name}"]
+        rows.append([f"{name}: {SCORES[name][1]}", f"{auprc:.4f}", f"{ap:.4f}", f"{passes:.1f}"])
+    header = ["score", "AUPRC", "average precision", "passes / image"]
+    lines = [f"# anomaly scores, held-out digit {results['holdout_digit']}", ""]
+    lines += table_lines(header, rows)
     lines += [
         "",
         f"chance level (anomaly fraction): {results['chance_level']:.4f}, "
@@ -156,8 +152,8 @@ class Anomaly(ExampleTask):
     def check(self) -> None:
         self.digit = check_holdout(self.datamodule)
         self.scores = check_scores(self.settings.scores)
-        self.n_steps, self.step_size = chain_settings(
-            self.model, self.settings.n_steps, self.settings.step_size
+        self.n_steps, self.step_size = self.model.posterior.eval_settings(
+            self.settings.n_steps, self.settings.step_size
         )
         self.marginal = self.settings.marginal
         if "marginal" in self.scores:
@@ -180,10 +176,8 @@ class Anomaly(ExampleTask):
 
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
-        z0 = start_latents(self.model, batch["index"], self.cfg.seed)
-        x_hat, z = reconstruct(
-            self.model, x, self.n_steps, self.step_size, z0=z0, fit=self.fit, count=self.count
-        )
+        steps = {"n_steps": self.n_steps, "step_size": self.step_size}
+        x_hat, z = self.model.reconstruct(x, index=batch["index"], **steps, **self.fit_options)
         with torch.no_grad():
             energy = reconstruction_energy(x, x_hat, self.model.sigma).double()
             log_prior = self.model.prior.log_prob(z).double()

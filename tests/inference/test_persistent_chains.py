@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.run.training import resolved_config
 from tests.conftest import compose_config
+from tests.helpers.quiet_trainer import quiet_trainer
 
 OVERRIDES = [
     "inference.persistent=true",
@@ -49,15 +50,7 @@ class RecordingModel(LatentPriorModel):
 
 
 def fit(model, datamodule, max_epochs: int, ckpt_path=None) -> pl.Trainer:
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=max_epochs, limit_train_batches=2)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
 
