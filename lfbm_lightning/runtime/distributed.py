@@ -40,6 +40,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from lightning_fabric.strategies.launchers import subprocess_script as fabric_launcher
 from pytorch_lightning.strategies.launchers import subprocess_script as pl_launcher
+from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,18 @@ def rank_and_world_size() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def is_first_process() -> bool:
+    """Whether this process will be global rank 0 of its job, known before any process group.
+
+    Lightning's ``rank_zero_only.rank`` is read from ``RANK``, ``LOCAL_RANK`` or
+    ``SLURM_PROCID`` until the strategy is set up; the process a user starts on node n > 0 of a
+    multi-node job (``NODE_RANK=n``, docs/scaling.md) has none of them, so it also reads 0.
+    Rank 0 is the first process of node 0: ``NODE_RANK`` (or torchrun's ``GROUP_RANK``) 0.
+    """
+    node_rank = os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or "0"
+    return rank_zero_only.rank == 0 and int(node_rank) == 0
 
 
 def shard_indices(n: int, rank: int | None = None, world_size: int | None = None) -> range:
