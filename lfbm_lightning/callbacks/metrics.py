@@ -29,8 +29,8 @@ class FIDCallback(pl.Callback):
     run's random state untouched. The training-set statistics are computed at the first
     evaluation and cached in ``stats_dir`` (shared with ``evaluate.py task=synthesis``). The
     Inception weights are looked up when training starts, so a missing file fails at once.
-    Under DDP every rank draws and features its share of the samples; rank 0 computes the
-    training-set statistics and logs.
+    Under DDP every rank draws and features its share of the samples and of an uncached
+    training set; rank 0 computes the FID and logs.
 
     Args:
         every_n_epochs: period in epochs; 0 switches the callback off.
@@ -95,15 +95,16 @@ class FIDCallback(pl.Callback):
         batch_size = self.inception.batch_size  # every rank draws and features its share
         samples = sample_stats(pl_module, self.n_samples, batch_size, self.inception, self.seed)
         pl_module.train(was_training)
+        # every rank features its share of an uncached reference (a collective); (a DataLoader
+        # draws its base seed from torch's RNG: keep the run's state)
+        with seeded_rng(self.seed, pl_module.device):
+            reference = training_reference_stats(
+                pl_module.config,
+                trainer.datamodule.splits["train"],
+                self.stats_dir,
+                self.inception,
+                self.reference_images,
+            )
         if trainer.is_global_zero:
-            # (a DataLoader draws its base seed from torch's RNG: keep the run's state)
-            with seeded_rng(self.seed, pl_module.device):
-                reference = training_reference_stats(
-                    pl_module.config,
-                    trainer.datamodule.splits["train"],
-                    self.stats_dir,
-                    self.inception,
-                    self.reference_images,
-                )
             fid = frechet_distance(samples, reference)
             pl_module.log("val/fid", fid, rank_zero_only=True)

@@ -234,18 +234,31 @@ def reference_stats(
     Returns:
         :class:`FeatureStats` of the reference images.
     """
-    key = f"layer={feature_layer};weights={weights_fingerprint(weights_path)}"
-    cache_file = Path(cache_file)
-    if cache_file.is_file():
-        try:
-            return load_stats(cache_file, key=key)
-        except (ValueError, KeyError, OSError) as err:
-            log.warning("Recomputing reference FID statistics: %s", err)
-    stats = compute_feature_stats(
-        images, weights_path, batch_size, device, feature_layer, progress
-    )
-    save_stats(stats, cache_file, key=key)
+    key = reference_key(weights_path, feature_layer)
+    stats = cached_stats(cache_file, key)
+    if stats is None:
+        stats = compute_feature_stats(
+            images, weights_path, batch_size, device, feature_layer, progress
+        )
+        save_stats(stats, cache_file, key=key)
     return stats
+
+
+def reference_key(weights_path: str | None, feature_layer: str) -> str:
+    """The key that cached reference statistics are stored under: layer and weights' SHA-256."""
+    return f"layer={feature_layer};weights={weights_fingerprint(weights_path)}"
+
+
+def cached_stats(cache_file: str | Path, key: str) -> FeatureStats | None:
+    """The statistics cached in ``cache_file`` under ``key``; None when missing or stale."""
+    cache_file = Path(cache_file)
+    if not cache_file.is_file():
+        return None
+    try:
+        return load_stats(cache_file, key=key)
+    except (ValueError, KeyError, OSError) as err:
+        log.warning("Recomputing reference FID statistics: %s", err)
+        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from lfbm_lightning.runtime.checkpoints import (
     epochs_done,
     read_checkpoint,
 )
-from lfbm_lightning.runtime.distributed import ddp_job_scope
+from lfbm_lightning.runtime.distributed import ddp_job_scope, ddp_strategy, is_first_process
 from lfbm_lightning.runtime.run_dir import (
     append_csv_on_resume,
     check_epochs_left,
@@ -166,7 +166,7 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
     validate_config(cfg)
     check_task_names(cfg)  # evaluate_after_fit: an unknown task fails now, not after training
     out_dir = Path(cfg.paths.output_dir)
-    rank_zero = rank_zero_only.rank == 0
+    rank_zero = is_first_process()  # node n > 0 of a multi-node job is not, before fit too
     ckpt_path = cfg.get("ckpt_path")
     with lock_run_dir(out_dir, enabled=rank_zero):
         if rank_zero:
@@ -201,8 +201,13 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     if rank_zero and (ckpt_path or slurm_requeue_checkpoints(out_dir)):
         append_csv_on_resume(loggers)  # a resume, or Lightning's own after a SLURM requeue
+    strategy = ddp_strategy(cfg.trainer.strategy, cfg.get("ddp_timeout_min", 30))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        strategy=strategy,
     )
     started = time.monotonic()
     with ddp_job_scope(trainer.strategy):  # ranks join this (sweep) job; nothing leaks

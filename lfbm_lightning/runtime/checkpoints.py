@@ -57,8 +57,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> La
 
 
 # Config sections that may change when a run is resumed: where things are written and read,
-# how long to train, what is logged. Everything else must match the checkpoint's config.
-RESUMABLE_CHANGES = ("ckpt_path", "paths", "trainer", "logger", "callbacks")
+# how long to train, what is logged, how long DDP ranks wait for each other. Everything else
+# must match the checkpoint's config.
+RESUMABLE_CHANGES = ("ckpt_path", "paths", "trainer", "logger", "callbacks", "ddp_timeout_min")
 RESUMABLE_DATASET_KEYS = ("root", "download", "num_workers", "pin_memory", "persistent_workers")
 # What to do about non-finite batches does not change the model: a diverged run may be resumed
 # with model.on_divergence=skip (the advice of its error message).
@@ -118,5 +119,6 @@ def check_resume_compatible(
         raise CheckpointError(
             f"cannot resume {path}: the run config differs from the checkpoint's in {shown}. "
             "Resume with the original command plus ckpt_path=... (only paths, trainer, logger, "
-            "callbacks, model.on_divergence and model.max_skipped_fraction may change)"
+            "callbacks, ddp_timeout_min, model.on_divergence and model.max_skipped_fraction may "
+            "change)"
         )

@@ -133,9 +133,7 @@ class Recovery(ExampleTask):
 
     def fid_results(self) -> dict[str, Any]:
         """FID of the recovered images of every rank against the training set (rank 0)."""
-        stats = pooled_stats(self.moments)  # a collective: every rank calls it
-        if not is_writer():
-            return {}
+        stats = pooled_stats(self.moments)  # collectives: every rank calls them
         reference = training_reference_stats(
             self.model.config,
             self.datamodule.splits["train"],
@@ -143,6 +141,8 @@ class Recovery(ExampleTask):
             self.inception,
             self.cfg.metrics.reference_images,
         )
+        if not is_writer():
+            return {}
         return {
             "fid": frechet_distance(stats, reference),
             "fid_n_samples": stats.n,
