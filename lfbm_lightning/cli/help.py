@@ -16,7 +16,8 @@ import yaml
 TRAIN_INTRO = """\
 lfbm-train: train a latent-prior generator (LFBM: a normalizing-flow prior on the latent
 vector of a ConvNet generator, learned by maximum likelihood with short-run Langevin
-inference; the ABP, LEBM and LFBM-VAE baselines behind the same options).
+inference; the ABP, SRI, LEBM, LFBM-VAE, VAE, 2sVAE and RAE rows of its tables behind the same
+options: +experiment/paper/method=NAME).
 
   python train.py [group=option ...] [key=value ...]     (or: lfbm-train ...)
 

@@ -132,6 +132,7 @@ def test_failed_task_is_reported_in_the_row(tmp_path):
         ("paper/recovery_celeba", 18),
         ("paper/recovery_digits", 18),
         ("paper/inpainting_celeba", 2),
+        ("paper/methods_digits", 8),
     ],
 )
 def test_plan_counts_every_job_of_the_sweep(experiment, n_jobs):
