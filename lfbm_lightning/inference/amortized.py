@@ -162,6 +162,8 @@ class AmortizedInference(PosteriorInference):
         **chain: the shared chain settings of :class:`PosteriorInference`.
     """
 
+    has_elbo = True
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -233,8 +235,6 @@ class AmortizedInference(PosteriorInference):
             logs["train/posterior_energy"] = chain.energy.mean()
             logs["train/grad_z_abs"] = chain.grad_abs_mean
         return TrainingLatents(z=chain.z, energy=chain.energy, loss=elbo.loss, logs=logs)
-
-    has_elbo = True
 
     @torch.no_grad()
     def elbo(

@@ -336,7 +336,7 @@ class LatentPriorModel(pl.LightningModule):
         """
         model_cfg = self.config["model"]
         optimizers = []
-        if any(p.requires_grad for p in self.prior.parameters()) and not self.prior.ex_post:
+        if any(p.requires_grad for p in self.prior.parameters()):
             optimizers.append(instantiate(model_cfg["prior_optimizer"])(self.prior.parameters()))
         groups = [{"params": list(self.generator.parameters())}, *self.posterior.param_groups()]
         optimizers.append(instantiate(model_cfg["generator_optimizer"])(groups))
