@@ -61,7 +61,9 @@ class LangevinInference(PosteriorInference):
             z0 = self.chains[batch["index"]]
         else:
             z0 = torch.randn(x.shape[0], model.latent_dim, generator=rng, device=x.device)
-        chain = self.chain(model, x, mask, z0, self.n_steps, self.step_size, rng=rng)
+        chain = self.chain(
+            model, x, mask, z0, self.n_steps, self.step_size, rng=rng, training=True
+        )
         logs = {
             "train/posterior_energy": chain.energy.mean(),
             "train/grad_z_abs": chain.grad_abs_mean,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lfbm_lightning.checks import check_choice
+from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference.fit import FitResult, PassCount, fast_fit, protocol_fit
 from lfbm_lightning.langevin import EnergyFn, LangevinResult, frozen_parameters, langevin
 from lfbm_lightning.priors.prior import Prior
@@ -46,8 +47,10 @@ class LatentModel(Protocol):
         *,
         autocast_dtype: torch.dtype | None = None,
         compile: bool | str = False,
+        training: bool = False,
     ) -> EnergyFn:
-        """E(z) = ||mask * (x - g(z))||^2 / (2 sigma^2) - log p(z), (B, d) -> (B,)."""
+        """E(z) = ||mask * (x - g(z))||^2 / (2 sigma^2) - log p(z), (B, d) -> (B,); ``training``:
+        with the prior's ``training_log_prob``."""
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every rank's ``tensor``, stacked on a new first dimension."""
@@ -162,11 +165,14 @@ class PosteriorInference(nn.Module, ABC):
         step_size: float,
         noise: bool = True,
         rng: torch.Generator | None = None,
+        *,
+        training: bool = False,
     ) -> LangevinResult:
         """``n_steps`` Langevin steps of ``step_size`` on the model's posterior energy of
-        images x (B, C, H, W) from z0 (B, d), noise from ``rng``; generator and prior frozen."""
+        images x (B, C, H, W) from z0 (B, d), noise from ``rng``; generator and prior frozen.
+        ``training``: a training chain, on the prior's ``training_log_prob``."""
         energy = model.posterior_energy(
-            x, mask, autocast_dtype=self.autocast_dtype, compile=self.compile
+            x, mask, autocast_dtype=self.autocast_dtype, compile=self.compile, training=training
         )
         frozen = (model.generator, model.prior)
         return langevin(z0, energy, n_steps, step_size, noise=noise, rng=rng, frozen=frozen)
@@ -212,6 +218,30 @@ class PosteriorInference(nn.Module, ABC):
 
     def setup(self, model: LatentModel) -> None:
         """Called at fit start (the trainer and data module are attached); nothing here."""
+
+    has_elbo = False  # True: :meth:`elbo` has an encoder q(z|x) to bound log p(x) with
+
+    def elbo(
+        self,
+        model: LatentModel,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        index: torch.Tensor,
+        seed: int,
+        n_samples: int,
+    ) -> torch.Tensor:
+        """ELBO (B,) of images x under an encoder q(z|x) (``has_elbo``); none here."""
+        raise ConfigError(f"{type(self).__name__} has no encoder q(z|x): no ELBO")
+
+    def codes(
+        self, model: LatentModel, x: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The codes (B, d) of images x that an ex-post prior is fitted to (an encoder's mean);
+        a method without an encoder has none."""
+        raise ConfigError(
+            f"prior {type(model.prior).__name__} is fitted to an encoder's codes: use "
+            "inference=amortized or inference=autoencoder"
+        )
 
     # ---------------------------------------------------------------- evaluation
     def eval_settings(self, n_steps: int | None, step_size: float | None) -> tuple[int, float]:

@@ -142,9 +142,11 @@ class LatentPriorModel(pl.LightningModule):
         *,
         autocast_dtype: torch.dtype | None = None,
         compile: bool | str = False,
+        training: bool = False,
     ) -> EnergyFn:
         """E(z) = ||mask * (x - g(z))||^2 / (2 sigma^2) - log p(z) of images x
-        (:func:`~lfbm_lightning.models.energy.posterior_energy_fn`)."""
+        (:func:`~lfbm_lightning.models.energy.posterior_energy_fn`); ``training``: with the
+        prior's ``training_log_prob``."""
         return posterior_energy_fn(
             x,
             self.generator,
@@ -153,6 +155,7 @@ class LatentPriorModel(pl.LightningModule):
             mask,
             autocast_dtype=autocast_dtype,
             compile=compile,
+            training=training,
         )
 
     def encode(
@@ -343,11 +346,34 @@ class LatentPriorModel(pl.LightningModule):
         return torch.tensor(float("nan"))
 
     def on_train_epoch_end(self) -> None:
+        """Fit an ex-post prior to the training codes (before the epoch's checkpoints are
+        written), then step the learning-rate schedulers."""
+        if self.prior.ex_post:
+            self.prior.fit_codes(self.training_codes())
         schedulers = self.lr_schedulers()
         if schedulers is None:
             return
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
+
+    @torch.no_grad()
+    def training_codes(self, batch_size: int = 256) -> torch.Tensor:
+        """The inference method's codes (:meth:`PosteriorInference.codes`) of every image of
+        the training split, in split order: (N_train, d). Every DDP rank encodes the whole
+        split, so a deterministic fit gives every rank the same prior."""
+        datamodule = self.trainer.datamodule
+        split = datamodule.splits["train"]
+        codes = []
+        for batch in torch.utils.data.DataLoader(split, batch_size=batch_size):
+            mask = batch.get("mask")
+            codes.append(
+                self.posterior.codes(
+                    self,
+                    batch["image"].to(self.device),
+                    None if mask is None else mask.to(self.device),
+                )
+            )
+        return torch.cat(codes)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x, mask = batch["image"], batch.get("mask")

@@ -16,7 +16,9 @@ values for their keys. Each job's number is ``metrics.json[TASK_KEY[metric]]`` (
   +/- for the anomaly table), n = its ``<task>/n_checkpoints``;
 - several jobs (seeds): the mean +/- the sample standard deviation over the jobs, n = jobs.
 
-The ``chance`` row of the anomaly table shows the chance level of the jobs of its column.
+The ``chance`` row of the anomaly table shows the chance level of the jobs of its column. A
+row this repository has no model for says "not built" in its cells, with the reason under the
+table (the row's ``not_built``).
 """
 
 from __future__ import annotations
@@ -55,8 +57,11 @@ def published_results() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def metric_key(table: Mapping[str, Any], metric: str) -> str:
-    """The metrics.json key that holds ``metric`` for ``table``."""
+def metric_key(table: Mapping[str, Any], metric: str, row: Mapping[str, Any] | None = None) -> str:
+    """The metrics.json key that holds ``metric`` for ``table`` (and ``row``: its own
+    ``metric_keys``, e.g. the VAE's -ELBO AUPRC ``anomaly/auprc_elbo``)."""
+    if row is not None and metric in (row.get("metric_keys") or {}):
+        return row["metric_keys"][metric]
     if metric == "fid":
         return "recovery/fid" if table["group"].startswith("recovery") else "synthesis/fid"
     return TASK_KEY[metric]
@@ -93,7 +98,8 @@ class JobSettings:
 
 @dataclass
 class Cell:
-    """One cell: our mean, spread and count (None when no job fills it) and the paper's."""
+    """One cell: our mean, spread and count (None when no job fills it) and the paper's;
+    ``not_built``: why no model of the row exists here (None: it exists)."""
 
     ours: float | None
     spread: float | None
@@ -101,6 +107,7 @@ class Cell:
     jobs: list[str]
     published: float | None
     published_error: float | None
+    not_built: str | None = None
 
 
 def our_number(jobs: Sequence[Job], key: str) -> tuple[float | None, float | None, int]:
@@ -126,7 +133,7 @@ def table_cells(
         for c, column in enumerate(table["columns"]):
             wanted = [o for o in table.get("overrides") or [] if not o.startswith("dataset=")]
             wanted += column.get("overrides") or []
-            key = metric_key(table, column["metric"])
+            key = metric_key(table, column["metric"], row)
             if row["key"] == CHANCE_ROW:
                 key = key.split("/")[0] + "/chance_level"
             elif row.get("overrides") is None:
@@ -142,14 +149,20 @@ def table_cells(
                 matched = matched[:1]  # the same split for every method
             ours, spread, n = our_number(matched, key)
             cells[row["key"], column["key"]] = Cell(
-                ours, spread, n, [str(j.path) for j in matched], row["values"][c], errors[c]
+                ours,
+                spread,
+                n,
+                [str(j.path) for j in matched],
+                row["values"][c],
+                errors[c],
+                row.get("not_built"),
             )
     return cells
 
 
 def format_pair(cell: Cell, decimals: int) -> str:
     """``ours ± spread (n N) / published ± error``; '–' for a side without a number."""
-    ours = "–"
+    ours = "not built" if cell.not_built else "–"
     if cell.ours is not None:
         ours = f"{cell.ours:.{decimals}f} ± {cell.spread:.{decimals}f} (n {cell.n})"
     paper = "–" if cell.published is None else f"{cell.published:.{decimals}f}"
@@ -176,6 +189,7 @@ def markdown(table: Mapping[str, Any], cells: Mapping[tuple[str, str], Cell]) ->
     if table.get("errors_mean"):
         note += f" ± {table['errors_mean']}"
     lines += ["", note + "; '–': no number."]
+    lines += [f"- {r['label']} not built: {r['not_built']}" for r in rows if r.get("not_built")]
     return "\n".join(lines) + "\n"
 
 
@@ -199,7 +213,7 @@ def csv_rows(table: Mapping[str, Any], cells: Mapping[tuple[str, str], Cell]) ->
     for row in table["rows"]:
         for column in table["columns"]:
             cell = cells[row["key"], column["key"]]
-            key = metric_key(table, column["metric"])
+            key = metric_key(table, column["metric"], row)
             out.append(
                 {
                     "table": table["id"],

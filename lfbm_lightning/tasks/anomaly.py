@@ -7,6 +7,8 @@ scores (higher = more anomalous), each a column of ``per_example.csv``:
   ||x - g(z)||^2 / (2 sigma^2) - log p(z) = -log p(x, z) + const;
 - ``reconstruction`` (``score_reconstruction``): ||x - g(z)||^2 / (2 sigma^2) alone;
 - ``prior`` (``score_prior``): -log p(z) alone;
+- ``elbo`` (``score_elbo``, models with an encoder q(z|x) only, skipped for others): -ELBO(x),
+  ``elbo_samples`` reparameterised draws per image from q (the VAE row's score), no fit;
 - ``marginal`` (``score_marginal``, with its Monte-Carlo standard error ``score_marginal_se``):
   -log p(x), importance sampled as in ``task=likelihood``
   (:func:`lfbm_lightning.tasks.likelihood.image_log_likelihood`), its first proposal chain
@@ -52,6 +54,7 @@ SCORES = {  # score name -> (per_example.csv column, what it is: Markdown, matpl
         r"$\|x - g(z)\|^2 / 2\sigma^2$",
     ),
     "prior": ("score_prior", "-log p(z)", r"$-\log p(z)$"),
+    "elbo": ("score_elbo", "-ELBO(x), encoder q(z|x)", r"$-\mathrm{ELBO}(x)$"),
     "marginal": ("score_marginal", "-log p(x), importance sampled", r"$-\log p(x)$, imp. sampled"),
 }
 
@@ -152,6 +155,9 @@ class Anomaly(ExampleTask):
     def check(self) -> None:
         self.digit = check_holdout(self.datamodule)
         self.scores = check_scores(self.settings.scores)
+        if not self.model.posterior.has_elbo and "elbo" in self.scores:
+            self.scores.remove("elbo")  # no encoder q(z|x): the score does not exist
+        self.elbo_samples = int(self.settings.get("elbo_samples", 16))
         self.n_steps, self.step_size = self.model.posterior.eval_settings(
             self.settings.n_steps, self.settings.step_size
         )
@@ -167,6 +173,8 @@ class Anomaly(ExampleTask):
         and K importance samples. Collective in DDP (every rank calls it)."""
         fit = self.fit_results().get("passes_per_fit", self.n_steps) + 1
         out = {name: fit for name in self.scores if name != "marginal"}
+        if "elbo" in self.scores:
+            out["elbo"] = float(self.elbo_samples)  # draws decoded; no fit
         if "marginal" in self.scores:
             chains = int(self.marginal.n_chains)
             steps = proposal_chain(self.model, self.marginal)[0]
@@ -187,6 +195,11 @@ class Anomaly(ExampleTask):
             columns["score_reconstruction"] = energy
         if "prior" in self.scores:
             columns["score_prior"] = -log_prior
+        if "elbo" in self.scores:
+            elbo = self.model.posterior.elbo(
+                self.model, x, None, batch["index"], self.cfg.seed, self.elbo_samples
+            )
+            columns["score_elbo"] = -elbo.double()
         if "marginal" in self.scores:
             estimate = image_log_likelihood(self.model, x, self.marginal, self.rng, start=z)
             columns["score_marginal"] = -estimate.log_px

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from lfbm_lightning.densities import gaussian_log_likelihood
+from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference.importance import (
     ImportanceEstimate,
     LogNormalizer,
@@ -41,9 +42,16 @@ BPD_NOTE = (
 def prior_log_normalizer(
     model: LatentPriorModel, settings: DictConfig, rng: torch.Generator
 ) -> LogNormalizer | None:
-    """None for a normalised prior; for an energy-based one, the Monte-Carlo log Z."""
+    """None for a normalised prior; for an energy-based one, the Monte-Carlo log Z; a prior
+    whose log_prob is a bound (the two-stage VAE's ELBO) is refused."""
     if model.prior.normalized:
         return None
+    if not hasattr(model.prior, "energy"):
+        raise ConfigError(
+            f"task=likelihood needs a normalised or energy-based prior; "
+            f"{type(model.prior).__name__}'s log p(z) is a lower bound (an ELBO), so log p(x) "
+            "would be one too"
+        )
     return tilt_log_normalizer(
         model.prior.energy,
         model.latent_dim,

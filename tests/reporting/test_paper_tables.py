@@ -53,7 +53,7 @@ def test_digits_anomaly_sweep_table_matches_per_job_metrics(tmp_path):
             "-m",
             "experiment=paper/anomaly_digits",
             "dataset.holdout_digit=9",
-            "prior=flow,gaussian",
+            "+experiment/paper/method=lfbm,abp",
             *[o for o in TINY if not o.startswith("trainer.max_epochs")],
             "trainer.max_epochs=2",
             "callbacks.keep_last_epochs=2",
@@ -64,7 +64,7 @@ def test_digits_anomaly_sweep_table_matches_per_job_metrics(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     per_job = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
-    assert set(per_job) == {"0_flow_digit9", "1_gaussian_digit9"}
+    assert set(per_job) == {"0_flow_langevin_digit9", "1_gaussian_langevin_digit9"}
     for metrics in per_job.values():
         assert metrics["evaluation"] == {"anomaly": "completed"}
         assert metrics["anomaly/n_checkpoints"] == 2
@@ -83,8 +83,8 @@ def test_digits_anomaly_sweep_table_matches_per_job_metrics(tmp_path):
         for r in csv.DictReader(io.StringIO((tmp_path / "cells.csv").read_text()))
     }
     for row, label, job in (
-        ("lfbm", "LFBM", "0_flow_digit9"),
-        ("abp", "ABP", "1_gaussian_digit9"),
+        ("lfbm", "LFBM", "0_flow_langevin_digit9"),
+        ("abp", "ABP", "1_gaussian_langevin_digit9"),
     ):
         cell = cells[row, "digit_9"]
         metrics = per_job[job]
@@ -102,9 +102,13 @@ def test_digits_anomaly_sweep_table_matches_per_job_metrics(tmp_path):
     assert float(cells["lfbm", "digit_9"]["published"]) == 0.514
     assert float(cells["lfbm", "digit_9"]["published_error"]) == 0.008
     assert cells["lfbm", "digit_1"]["ours"] == "" and cells["lebm", "digit_9"]["ours"] == ""
-    chance = per_job["0_flow_digit9"]["anomaly/chance_level"]
+    chance = per_job["0_flow_langevin_digit9"]["anomaly/chance_level"]
     assert float(cells["chance", "digit_9"]["ours"]) == pytest.approx(chance)
-    assert cells["vae", "digit_9"]["jobs"] == ""  # a quoted baseline: no model here
+    assert cells["vae", "digit_9"]["jobs"] == ""  # a row built here, not in this sweep
+    assert cells["meg", "digit_9"]["jobs"] == ""  # a quoted baseline: no model here
+    meg = next(li for li in out.splitlines() if li.startswith("| MEG |"))
+    assert "not built / 0.342 ± 0.034" in meg
+    assert "- MEG not built: an energy-based model on images" in out
 
 
 def test_failed_task_is_reported_in_the_row(tmp_path):
@@ -120,14 +124,15 @@ def test_failed_task_is_reported_in_the_row(tmp_path):
 @pytest.mark.parametrize(
     ("experiment", "n_jobs"),
     [
-        ("paper/anomaly_digits", 15),
-        ("paper/anomaly_mnist", 15),
-        ("paper/generation_svhn", 4),
-        ("paper/generation_cifar10", 4),
-        ("paper/generation_celeba", 4),
+        ("paper/anomaly_digits", 20),
+        ("paper/anomaly_mnist", 20),
+        ("paper/generation_svhn", 8),
+        ("paper/generation_cifar10", 8),
+        ("paper/generation_celeba", 8),
         ("paper/recovery_celeba", 18),
         ("paper/recovery_digits", 18),
         ("paper/inpainting_celeba", 2),
+        ("paper/methods_digits", 8),
     ],
 )
 def test_plan_counts_every_job_of_the_sweep(experiment, n_jobs):
