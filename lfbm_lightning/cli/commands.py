@@ -42,7 +42,7 @@ def _train(cfg: DictConfig) -> float | None:
 def _evaluate(cfg: DictConfig) -> None:
     from lfbm_lightning.run.evaluation import evaluate  # noqa: PLC0415 - as in _train
 
-    evaluate(cfg)
+    evaluate(cfg, command=True)
 
 
 def _run(app: Callable[[], object], page: Callable[[Path], str]) -> None:
