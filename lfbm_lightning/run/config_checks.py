@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lfbm_lightning.data.occlusion import MASK_KINDS
 from lfbm_lightning.errors import ConfigError
 
 
@@ -71,6 +72,14 @@ def _every_n_or_none(v: Any) -> bool:
     return v is None or _integer(v, 1)
 
 
+SEED_MAX = 2**32 - 1
+"""The largest seed ``seed_everything`` takes."""
+
+
+def _seed(v: Any) -> bool:
+    return _integer(v, 0) and v <= SEED_MAX
+
+
 RULES = [
     Rule("latent_dim", "an integer >= 1", _at_least_one),
     Rule("model.sigma", "a number > 0", _positive),
@@ -110,6 +119,13 @@ RULES = [
     Rule(
         "dataset.occlusion.coverage", "a number in the open interval (0, 1)", _open_unit_interval
     ),
+    Rule("seed", f"an integer in [0, {SEED_MAX}]", _seed),
+    Rule(
+        "dataset.occlusion.kind",
+        f"null (complete images) or one of {list(MASK_KINDS)}",
+        lambda v: v is None or v in MASK_KINDS,
+    ),
+    Rule("prior.n_components", "an integer >= 1 (mixture components)", _at_least_one),
 ]
 
 

@@ -115,13 +115,15 @@ def check_process_counts(cfg: DictConfig) -> tuple[int, int]:
 
 def check_settings(cfg: DictConfig) -> None:
     """Evaluate's own settings, before any model is loaded: a task, the process counts, the
-    device, the batch sizes, and the task's ``n_examples``, ``n_steps``, ``step_size``."""
+    device, the batch sizes, the seed, and the task's ``n_examples``, ``n_steps``,
+    ``step_size``."""
     if OmegaConf.is_missing(cfg.task, "name"):
         names = sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
         raise ConfigError(f"task=<name> is required, one of {names} (conf/task/<name>.yaml)")
     check_process_counts(cfg)
     check_device(cfg.device)
     check_int(cfg.batch_size, "batch_size", 1, nullable=True)
+    check_int(cfg.seed, "seed", 0)
     settings = cfg[cfg.task.name]
     name = cfg.task.name
     for key, minimum in (("n_examples", 1), ("n_steps", 0), ("n_samples", 1)):
