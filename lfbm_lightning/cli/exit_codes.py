@@ -131,7 +131,8 @@ def report_errors(job: Callable[..., Any]) -> Callable[..., Any]:
             if _in_multirun():
                 hydra_cfg = HydraConfig.get()
                 where = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
-                raise JobFailed(f"error: {where}: {one_line(err)}", exit_code(err)) from err
+                # from None: Hydra would print an OmegaConf cause after the line
+                raise JobFailed(f"error: {where}: {one_line(err)}", exit_code(err)) from None
             fail(err)
 
     return wrapper
