@@ -51,20 +51,19 @@ def hydra_message(err: BaseException) -> str:
 
 
 def check_writable_dir(path: Path, setting: str) -> None:
-    """Create the directory ``path`` (as Hydra would next) and write a temporary file in it; a
-    :class:`ConfigError` naming ``setting`` when either fails (a file in the way, a read-only
-    place)."""
-    existing = next((p for p in (path, *path.parents) if p.exists()), path)
+    """A :class:`ConfigError` naming ``setting`` unless the nearest existing one of ``path`` and
+    its parents is a directory in which a (temporary, at once removed) file can be written:
+    ``path`` itself is left for Hydra to create, under the name it resolves."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path.cwd())
     if not existing.is_dir():
         raise ConfigError(f"{setting}={path}: {existing} is a file: choose a directory")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
         raise ConfigError(
-            f"{setting}={path} cannot be written ({err.strerror or err}): choose a directory "
-            "you can write to"
+            f"{setting}={path} cannot be written ({existing}: {err.strerror or err}): choose a "
+            "directory you can write to"
         ) from err
 
 
