@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lfbm_lightning.data.occlusion import HOLE_SIDE, MaskMaker
 from lfbm_lightning.data.readers import DataFiles
+from lfbm_lightning.errors import DataError, LfbmError
 
 OCCLUSION_KEYS = ("kind", "coverage", "size", "hole_size", "seed")
 
@@ -247,7 +248,17 @@ class FileDataModule(ImageDataModule):
         raise NotImplementedError
 
     def prepare_data(self) -> None:
-        if self.download:
-            self.fetch()
-        else:
+        if not self.download:
             self.files.check(self.root)
+            return
+        try:
+            self.fetch()
+        except LfbmError:  # the fetched files are checked: that message names them
+            raise
+        except (OSError, RuntimeError) as err:  # no network (URLError), a full disk, a bad file
+            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            raise DataError(
+                f"dataset.download=true could not fetch the data into {self.root} "
+                f"({type(err).__name__}: {reason}): check the network, or copy the files there "
+                "from a machine that has it (paths.data_dir=DIR) and set dataset.download=false"
+            ) from err

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from lfbm_lightning.errors import InceptionWeightsMissing
+from lfbm_lightning.runtime.checkpoint_io import load_failure
 
 WEIGHTS_SETTING = "metrics.inception_weights"
 DOWNLOAD_SETTING = "metrics.allow_download"
@@ -109,8 +110,7 @@ def load_inception_weights(path: str) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors alike: the file is not usable
-        first = (str(err).splitlines() or [""])[0][:160]
-        raise _not_inception_weights(path, f"{type(err).__name__}: {first}") from err
+        raise _not_inception_weights(path, load_failure(err)) from err
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise _not_inception_weights(path, "not a mapping of parameter names to tensors")
     return state

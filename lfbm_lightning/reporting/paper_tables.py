@@ -4,13 +4,13 @@ The published tables are data (``lfbm_lightning/reporting/published_results.yaml
 its top).
 A cell (row r, column c) of a table gathers the jobs of a sweep whose settings satisfy both
 the row's and the column's ``overrides`` (``prior=ebm`` and ``dataset.holdout_digit=4``): a
-config group is compared with the job's choice (``.hydra/hydra.yaml``), any other key with
-its resolved value (``.hydra/config.yaml``), and so are the table's own ``overrides`` except
-its ``dataset=`` (the paper's data set), so that the digits versions of a sweep fill the same
-table. A job whose config lists ``paper_stands_for: [key=value, ...]`` (the digits recovery
-jobs: a 4 px region stands for the paper's 30 px) satisfies those overrides instead of its own
-values for their keys. Each job's number is ``metrics.json[TASK_KEY[metric]]`` (written by
-``evaluate_after_fit``):
+config group is compared with the job's choice, any other key with its resolved value (as the
+job recorded them, :mod:`~lfbm_lightning.reporting.jobs`), and so are the table's own
+``overrides`` except its ``dataset=`` (the paper's data set), so that the digits versions of a
+sweep fill the same table. A job whose config lists ``paper_stands_for: [key=value, ...]``
+(the digits recovery jobs: a 4 px region stands for the paper's 30 px) satisfies those
+overrides instead of its own values for their keys. Each job's number is
+``metrics.json[TASK_KEY[metric]]`` (written by ``evaluate_after_fit``):
 
 - one job: its value +/- its ``_sd`` (the spread over its evaluated checkpoints, the paper's
   +/- for the anomaly table), n = its ``<task>/n_checkpoints``;
@@ -77,12 +77,7 @@ class JobSettings:
 
     @classmethod
     def read(cls, job: Job) -> JobSettings:
-        hydra_file = job.path / ".hydra" / "hydra.yaml"
-        config_file = job.path / ".hydra" / "config.yaml"
-        hydra_cfg = yaml.safe_load(hydra_file.read_text()) if hydra_file.is_file() else {}
-        choices = (hydra_cfg or {}).get("hydra", {}).get("runtime", {}).get("choices", {})
-        config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-        return cls(job, dict(choices), OmegaConf.create(config or {}))
+        return cls(job, dict(job.choices), OmegaConf.create(job.config))
 
     def satisfies(self, override: str) -> bool:
         """Whether this job ran with ``key=value`` (a group choice or a config value)."""
@@ -287,7 +282,6 @@ def job_evaluation(job_dir: Path) -> dict[str, str]:
 def sweep_tables(jobs: Sequence[Job]) -> list[str]:
     """The ``paper_tables`` an experiment config named (first job's config), or []."""
     for job in jobs:
-        config_file = job.path / ".hydra" / "config.yaml"
-        if config_file.is_file():
-            return list((yaml.safe_load(config_file.read_text()) or {}).get("paper_tables") or [])
+        if job.config:
+            return list(job.config.get("paper_tables") or [])
     return []

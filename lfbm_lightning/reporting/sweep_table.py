@@ -3,12 +3,12 @@
     lfbm-gather outputs/multiruns/2026-11-05/12-00-00
     lfbm-gather SWEEP_DIR --metrics val/mse train/loss --output table.md
 
-Every job directory under the sweep (any directory holding ``.hydra/overrides.yaml``) is one
-job: its overrides (``prior=flow``, ``seed=2``, ...) name its setting and seed, its
-``metrics.json`` holds its numbers. A setting is the overrides that differ between jobs, minus
-the keys averaged over (``seed`` by default); each row is one setting with n = the number of
-its jobs that wrote metrics. Jobs without ``metrics.json`` (failed or still running) are listed
-under the table.
+Every job directory under the sweep (:func:`~lfbm_lightning.reporting.jobs.read_jobs`) is one job:
+its overrides (``prior=flow``, ``seed=2``, ..., as its run recorded them in ``metrics.json``) name
+its setting and seed, its ``metrics.json`` holds its numbers. A setting is the overrides that
+differ between jobs, minus the keys averaged over (``seed`` by default); each row is one setting
+with n = the number of its jobs that wrote metrics. Jobs without ``metrics.json`` (failed or still
+running) are listed under the table.
 
 With ``--table anomaly_mnist`` (ids or groups of ``published_results.yaml``), or by default when
 the sweep's experiment names ``paper_tables``, the output is the paper's table instead, ours
@@ -110,7 +110,9 @@ def gather(argv: Sequence[str] | None = None) -> str:
     args = parser.parse_args(argv)
     jobs = read_jobs(args.sweep_dir, args.file)
     if not jobs:
-        parser.error(f"no job directories (with .hydra/overrides.yaml) under {args.sweep_dir}")
+        parser.error(
+            f"no job directories (a run's metrics.json or .hydra/) under {args.sweep_dir}"
+        )
     selected = [] if args.plain else (args.table or sweep_tables(jobs))
     if selected:
         try:

@@ -28,6 +28,7 @@ from lfbm_lightning.checks import (
     is_integer,
     is_positive,
 )
+from lfbm_lightning.data.occlusion import MASK_KINDS
 from lfbm_lightning.errors import ConfigError
 
 
@@ -69,6 +70,14 @@ def _every_n_or_none(v: Any) -> bool:
     return v is None or is_integer(v, 1)
 
 
+SEED_MAX = 2**32 - 1
+"""The largest seed ``seed_everything`` takes."""
+
+
+def _seed(v: Any) -> bool:
+    return is_integer(v, 0) and v <= SEED_MAX
+
+
 RULES = [
     Rule("latent_dim", "an integer >= 1", _at_least_one),
     Rule("model.sigma", "a number > 0", is_positive),
@@ -105,6 +114,13 @@ RULES = [
     Rule("dataset.channels", "an integer >= 1", _at_least_one),
     Rule("dataset.image_size", "an integer >= 1", _at_least_one),
     Rule("dataset.holdout_digit", "null or an integer in 0..9", _digit_or_none),
+    Rule("seed", f"an integer in [0, {SEED_MAX}]", _seed),
+    Rule(
+        "dataset.occlusion.kind",
+        f"null (complete images) or one of {list(MASK_KINDS)}",
+        lambda v: v is None or v in MASK_KINDS,
+    ),
+    Rule("prior.n_components", "an integer >= 1 (mixture components)", _at_least_one),
 ]
 
 
@@ -221,6 +237,7 @@ def check_evaluate_config(cfg: DictConfig) -> None:
     check_process_counts(cfg)
     check_device(cfg.device)
     check_bool("progress", cfg.progress)
+    check("seed", cfg.seed, f"an integer in [0, {SEED_MAX}]", _seed(cfg.seed))
     check_int("batch_size", cfg.batch_size, 1, nullable=True)
     settings = cfg[name]
     for key, minimum in (("n_examples", 1), ("n_steps", 0), ("n_samples", 1)):

@@ -34,11 +34,12 @@ import torch
 from hydra.utils import get_class, instantiate
 from lightning_fabric import Fabric
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 
 from lfbm_lightning.checks import is_number
 from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.data.selection import relocate
-from lfbm_lightning.errors import CheckpointError
+from lfbm_lightning.errors import CheckpointError, ConfigError
 from lfbm_lightning.metrics.inception import resolve_inception_weights
 from lfbm_lightning.reporting.markdown import mean_std, table_lines
 from lfbm_lightning.run.config_checks import (
@@ -49,6 +50,7 @@ from lfbm_lightning.run.config_checks import (
 from lfbm_lightning.runtime.checkpoint_io import atomic_write_text
 from lfbm_lightning.runtime.checkpoints import load_model
 from lfbm_lightning.runtime.distributed import ddp_job_scope, rank_and_world_size
+from lfbm_lightning.runtime.job_record import record_hydra_files
 from lfbm_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -186,7 +188,27 @@ def run_task(cfg: DictConfig, ckpt: Path, device: torch.device, out_dir: Path) -
     return summary
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def check_output_dir_free(out_dir: Path) -> None:
+    """Refuse to evaluate into a directory that already holds files (a training run's, an
+    earlier evaluation's): an evaluation never replaces results. Log files (Hydra opens
+    ``evaluate.log`` before the job starts) do not count.
+
+    Raises:
+        ConfigError: naming the directory, a few of its files and the fix.
+    """
+    held = (
+        sorted(p.name for p in out_dir.iterdir() if p.suffix != ".log") if out_dir.is_dir() else []
+    )
+    if held:
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise ConfigError(
+            f"the output directory {out_dir} already holds {shown}: an evaluation never "
+            "replaces a run's files. Leave hydra.run.dir unset (each evaluation gets a new "
+            "outputs/eval/<task>/<date>/<time>) or set hydra.run.dir to a new directory"
+        )
+
+
+def evaluate(cfg: DictConfig, command: bool = False) -> dict[str, Any]:
     """Run the task ``cfg.task`` on the checkpoint(s) ``cfg.ckpt_path``; returns what the
     top-level ``metrics.json`` holds.
 
@@ -196,13 +218,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     fails before any process is started, model loaded or sample drawn. Every rank returns the
     summary; rank 0's holds the task's results (rank 0 alone computes the FID against the
     training set, KID and IS).
+
+    Args:
+        cfg: the composed ``conf/evaluate.yaml``.
+        command: the ``evaluate.py`` command's own run (not ``evaluate_after_fit``, which
+            re-scores into its run's ``eval/<task>/``): the output directory must hold no files
+            yet (:func:`check_output_dir_free`), and Hydra's ``.hydra/`` record is written once
+            the checks pass (:func:`~lfbm_lightning.runtime.job_record.record_hydra_files`).
     """
     check_evaluate_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    first_process = command and rank_zero_only.rank == 0  # not a rank started by rank 0
+    if first_process:
+        check_output_dir_free(out_dir)
     ckpts, several = checkpoint_paths(str(cfg.ckpt_path))
     task_cfg = cfg[cfg.task.name]
     if any(task_cfg.get(key, False) for key in INCEPTION_KEYS):
         resolve_inception_weights(cfg.metrics.inception_weights, cfg.metrics.allow_download)
-    out_dir = Path(cfg.paths.output_dir)
+    if first_process:
+        record_hydra_files(cfg)
     with evaluation_ranks(cfg) as device:
         if not several:
             return run_task(cfg, ckpts[0], device, out_dir)

@@ -55,6 +55,7 @@ from lfbm_lightning.runtime.checkpoints import (
     read_checkpoint,
 )
 from lfbm_lightning.runtime.distributed import ddp_job_scope, ddp_strategy, is_first_process
+from lfbm_lightning.runtime.job_record import job_settings, record_hydra_files
 from lfbm_lightning.runtime.run_dir import (
     append_csv_on_resume,
     check_epochs_left,
@@ -128,14 +129,17 @@ def describe_last_checkpoint(path: Path) -> str:
 def write_run_metrics(
     out_dir: Path, metrics: dict[str, float], status: str, trainer: pl.Trainer
 ) -> None:
-    """``metrics.json``: the final scalar metrics, ``status`` and ``progress`` (module doc)."""
+    """``metrics.json``: the final scalar metrics, ``status``, ``progress`` (module doc) and
+    the job's ``settings``, what ``lfbm-gather`` files the numbers under
+    (:func:`~lfbm_lightning.runtime.job_record.job_settings`)."""
     progress = {
         "epoch": trainer.current_epoch,
         "epochs_completed": trainer.fit_loop.epoch_progress.current.processed,
         "global_step": trainer.global_step,
         "skipped_batches": int(getattr(trainer.lightning_module, "skipped_batches", 0)),
     }
-    record = {**metrics, "status": status, "progress": progress}
+    settings = job_settings(trainer.lightning_module.config)
+    record = {**metrics, "status": status, "progress": progress, "settings": settings}
     try:
         atomic_write_text(out_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True))
     except OSError as err:  # e.g. the disk is full: the run's own error says more
@@ -177,6 +181,8 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
             check_resume_compatible(config, ckpt_path, checkpoint)
             check_epochs_left(ckpt_path, epochs_done(checkpoint), cfg.trainer.max_epochs)
             del checkpoint
+        if rank_zero:  # the checks passed: now the directory may record this job
+            record_hydra_files(cfg)
         if rank_zero and OmegaConf.select(cfg, "extras.print_config", default=True):
             print_config_tree(cfg, out_dir / "config_tree.log", first=CONFIG_TREE_FIRST)
         return _fit(cfg, config, out_dir, ckpt_path, rank_zero)
