@@ -53,7 +53,7 @@ def digits_snapshots(args: argparse.Namespace) -> tuple[list[LatentPriorModel], 
         "trainer.check_val_every_n_epoch=1000",
         "callbacks.image_grids.every_n_epochs=0",
         "extras.print_config=false",
-        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar.refresh_rate=0",
     ]
     if args.holdout_digit is not None:
         overrides.append(f"dataset.holdout_digit={args.holdout_digit}")

@@ -17,7 +17,9 @@ How a run ends is written to ``metrics.json`` as ``"status"``:
 
 ``"progress"`` holds ``epoch`` (Lightning's current epoch: the epochs done after a complete
 run, the 0-based epoch in progress after an interruption), ``epochs_completed``,
-``global_step`` and ``skipped_batches``.
+``global_step`` and ``skipped_batches``. After a completed fit it gains the seconds of this
+process: ``time/fit_s``, ``time/train_total_s``, ``time/val_total_s``
+(:mod:`lfbm_lightning.callbacks.timing`) and ``time/figures_s``.
 """
 
 from __future__ import annotations
