@@ -63,7 +63,7 @@ def _carve(pool: int, val_size: int, val_fraction: float | None) -> tuple[int, i
 def split_sizes(cfg: DictConfig) -> Splits:
     """The image counts of the data set a composed config trains on (see data/)."""
     data = cfg.dataset
-    name = cfg.hydra.runtime.choices.dataset if "hydra" in cfg else str(data.get("name"))
+    name = str(data._target_).split(".")[-2]  # its module in lfbm_lightning/data/
     digit = data.get("holdout_digit")
     if name == "synthetic":
         return Splits(int(data.n_train), int(data.n_val), int(data.n_test))
