@@ -71,7 +71,10 @@ def rows() -> list[dict[str, object]]:
 
 
 def seconds(passes: float, cost: float | None) -> str:
-    return "-" if cost is None else f"{passes / 100 * cost:,.0f} s"
+    if cost is None:
+        return "-"
+    value = passes / 100 * cost
+    return f"{value:.1f} s" if value < 10 else f"{value:,.0f} s"
 
 
 def table(results: list[dict[str, object]]) -> str:
