@@ -185,7 +185,10 @@ def plan(argv: Sequence[str], results: Path = RESULTS) -> str:
         else:
             machine = hardware(device, results, datasets)
             lines.append(f"{label}: {total:.3g}, assuming {machine}")
-    lines.append("(hours: training, validation and evaluation passes; FID's Inception not timed)")
+    lines.append(
+        "(hours: training, validation and evaluation passes; FID's Inception not timed; a fast "
+        "fit is counted at its cap of passes, an upper bound)"
+    )
     return "\n".join(lines) + "\n"
 
 
