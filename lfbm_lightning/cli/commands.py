@@ -68,7 +68,7 @@ def train_command() -> None:
     """``lfbm-train [group=option ...] [key=value ...]``: train (``--help`` for the page).
 
     With ``plan=true`` nothing trains: the sweep the other arguments describe is printed with
-    its jobs, epochs, Langevin steps and estimated hours (:mod:`lfbm_lightning.cli.plan`),
+    its jobs, epochs, generator passes and estimated hours (:mod:`lfbm_lightning.cli.plan`),
     before Hydra would launch a job.
     """
     if PLAN_FLAG in sys.argv[1:]:

@@ -16,6 +16,7 @@ encoder and no Langevin steps it is the reparameterised gradient of -ELBO (docs/
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -37,6 +38,32 @@ DEFAULT_INFERENCE = "lfbm_lightning.inference.LangevinInference"
 PRIOR_SEED_OFFSET = 2**32  # prior-sampler seeds never collide with Langevin seeds
 CHECKED_BEFORE_BACKWARD = ("z", "posterior energy", "loss")
 RNG_NAMES = ("langevin", "prior", "torch")  # the per-rank random streams of a checkpoint
+
+
+def validation_fit(
+    validation: Mapping[str, Any] | None, eval_steps: int, sanity: bool = False
+) -> tuple[str, int]:
+    """(fit, steps) of the ``val/mse`` reconstruction from ``model.validation``.
+
+    ``fit: fast`` (the default): L-BFGS on z (:mod:`~lfbm_lightning.inference.fit`) with at
+    most min(``max_passes``, eval_steps) passes per image; ``fit: protocol``: the paper's
+    ``eval_steps`` noise-free steps (the protocol-exact monitor). The sanity check before the
+    first epoch fits min(``sanity_steps``, eval_steps) steps: it only exercises the code path.
+    Without a ``model.validation`` node (configs of older runs): the protocol.
+
+    Args:
+        validation: the ``model.validation`` node (``fit``, ``max_passes``, ``sanity_steps``).
+        eval_steps: the inference method's reconstruction steps (``eval_chain_steps``).
+        sanity: whether this is Lightning's sanity check.
+    """
+    validation = validation or {}
+    fit = str(validation.get("fit", "protocol"))
+    if sanity:
+        return fit, min(int(validation.get("sanity_steps", eval_steps)), eval_steps)
+    cap = validation.get("max_passes")
+    if fit == "protocol" or cap is None:
+        return fit, eval_steps
+    return fit, min(int(cap), eval_steps)
 
 
 def build_posterior(inference: dict[str, Any]) -> PosteriorInference:
@@ -377,7 +404,11 @@ class LatentPriorModel(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x, mask = batch["image"], batch.get("mask")
-        x_hat, _ = self.reconstruct(x, mask, index=batch["index"])
+        sanity = self.trainer.sanity_checking
+        fit, steps = validation_fit(
+            self.config["model"].get("validation"), self.eval_chain_steps, sanity
+        )
+        x_hat, _ = self.reconstruct(x, mask, steps, index=batch["index"], fit=fit)
         mse = (x - x_hat).pow(2).flatten(1).mean(1)
         self.log("val/mse", mse.mean(), prog_bar=True, batch_size=x.shape[0], sync_dist=True)
 

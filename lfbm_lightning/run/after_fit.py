@@ -14,7 +14,8 @@ says so), and each task's ``metrics.json`` says which ran (``device``).
 The run's ``metrics.json`` then gains, per task ``t`` and number ``m`` it reports,
 ``"t/m"`` (the mean over the checkpoints), ``"t/m_sd"`` (their sample standard deviation, 0 for
 one checkpoint) and ``"t/n_checkpoints"``, and ``"evaluation": {t: "completed" | "failed: <the
-error>"}``: one failing task is reported in the row and the others still run.
+error>"}``: one failing task is reported in the row and the others still run;
+``"time/evaluate_after_fit_s"`` is the seconds all the tasks took.
 
 In a DDP job (an initialised process group of N > 1 ranks) every rank runs the tasks, inside
 the job's ``ddp_job_scope``, in its process group and on its own training device (the evaluate
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,7 @@ def evaluate_after_fit(
     names = task_names(cfg)
     if not names:
         return {}
+    started = time.monotonic()
     rank, world_size = rank_and_world_size()
     if world_size > 1:
         dist.barrier()  # every rank sees the checkpoint rank 0 wrote
@@ -134,6 +137,7 @@ def evaluate_after_fit(
             added |= outcomes[0][0]  # rank 0's: it alone computes some numbers (FID, ...)
             status[name] = "completed"
     added["evaluation"] = status
+    added["time/evaluate_after_fit_s"] = time.monotonic() - started
     if rank == 0:
         metrics_path = out_dir / "metrics.json"
         record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}

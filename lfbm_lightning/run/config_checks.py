@@ -89,6 +89,9 @@ RULES = [
     Rule("model.lr_generator", "a number > 0", is_positive),
     Rule("model.lr_gamma", "a number in (0, 1] (per-epoch learning-rate decay)", _decay_factor),
     Rule("model.max_skipped_fraction", "a number in [0, 1]", _fraction),
+    Rule("model.validation.fit", "'fast' or 'protocol'", lambda v: v in ("fast", "protocol")),
+    Rule("model.validation.max_passes", "null or an integer >= 1", _every_n_or_none),
+    Rule("model.validation.sanity_steps", "an integer >= 1", _at_least_one),
     # the latent EBM's prior Langevin (LEBM): 0 steps would switch its MLE off
     Rule("prior.n_steps", "an integer >= 1 (Langevin steps of the EBM prior)", _at_least_one),
     Rule("prior.step_size", "a number > 0", is_positive),

@@ -95,8 +95,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> La
 RESUMABLE_CHANGES = ("ckpt_path", "paths", "trainer", "logger", "callbacks", "ddp_timeout_min")
 RESUMABLE_DATASET_KEYS = ("root", "download", "num_workers", "pin_memory", "persistent_workers")
 # What to do about non-finite batches does not change the model: a diverged run may be resumed
-# with model.on_divergence=skip (the advice of its error message).
-RESUMABLE_MODEL_KEYS = ("on_divergence", "max_skipped_fraction")
+# with model.on_divergence=skip (the advice of its error message). Nor does how val/mse is
+# monitored (model.validation).
+RESUMABLE_MODEL_KEYS = ("on_divergence", "max_skipped_fraction", "validation")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -152,6 +153,7 @@ def check_resume_compatible(
         raise ResumeMismatch(
             f"cannot resume {path}: the run config differs from the checkpoint's in {shown}. "
             "Resume with the original command plus ckpt_path=... (only paths, trainer, logger, "
-            "callbacks, ddp_timeout_min, model.on_divergence and model.max_skipped_fraction may "
+            "callbacks, ddp_timeout_min, model.on_divergence, model.max_skipped_fraction and "
+            "model.validation may "
             "change)"
         )

@@ -148,6 +148,7 @@ def test_plan_arithmetic_and_hours_from_the_benchmark(tmp_path):
             "train", overrides=[*argv, "+experiment/paper/method=lebm"], return_hydra_config=True
         )
     cost = job_cost(cfg)
+    passes = cost.pop("passes")
     assert cost == {
         "dataset": "svhn",
         "epochs": 2,
@@ -156,13 +157,21 @@ def test_plan_arithmetic_and_hours_from_the_benchmark(tmp_path):
         "steps": 2 * 733 * 20,
         "batch_size": 100,
     }
+    # 73,257 images x (K + 1) an epoch; no validation in 2 epochs (every 5), the sanity batch
+    assert (passes.train, passes.validation) == (2 * 73257 * 21, 100 * 2)
+    # evaluate_after_fit: 26,032 test images x (400 steps + the decode); 50,000 samples
+    assert passes.evaluation == {"reconstruction": 26032 * 401, "synthesis": 50000}
+    assert passes.fid_samples == 50000
     (tmp_path / "langevin_speed_cpu_b100.csv").write_text(
-        "setting,unit,seconds\nsvhn,floor,9.0\nsvhn,ours,0.36\n"
+        "setting,unit,seconds,machine\nsvhn,floor,9.0,\nsvhn,ours,0.36,AMD EPYC (shared)\n"
     )
     text = plan([*argv, "+experiment/paper/method=lebm,abp"], tmp_path)
     assert "jobs: 2\n" in text
     assert f"Langevin steps (training chains): {2 * 2 * 733 * 20:,}" in text
-    assert f"CPU-hours (wall, 2 cores): {2 * 2 * 733 * 20 * 0.36 / 3600:.3g}, assuming" in text
+    job_passes = 2 * 73257 * 21 + 200 + 26032 * 401 + 50000
+    expected = 2 * job_passes / 100 * 0.36 / 3600
+    assert f"CPU-hours (wall, 2 cores): {expected:.3g}, assuming svhn: AMD EPYC (shared)\n" in text
+    assert f"validation 200 ({100 * 200 / (2 * 73257 * 21):.1f}% of training)" in text
     assert "GPU-hours: ? " in text
 
 
