@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lfbm_lightning.errors import ConfigError, InceptionWeightsMissing
-from lfbm_lightning.metrics.fid import load_inception_weights
+from lfbm_lightning.metrics.inception import load_inception_weights
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.run.config_checks import validate_config
 from tests.conftest import compose_config, run_entry_point
