@@ -31,7 +31,12 @@ CHILD = ("-m", "lfbm_lightning.cli.commands")
 
 
 class JobFailed(LfbmError):
-    """A sweep job's own process ended without completing the job."""
+    """A sweep job's own process ended without completing the job; ``exit_code`` is the
+    child's own status (1 when it was killed by a signal)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def in_joblib_worker() -> bool:
@@ -84,7 +89,8 @@ def run_job_in_child(cfg: DictConfig) -> Any:
     if returncode < 0:  # no handler ran: the record, if any, is from before
         record |= {"status": "failed", "error": f"the job's process was {reason}"}
         atomic_write_text(metrics_path, json.dumps(record, indent=2, sort_keys=True))
-    raise JobFailed(f"job {out_dir} ended with {reason} (status {record.get('status')})")
+    message = f"job {out_dir} ended with {reason} (status {record.get('status')})"
+    raise JobFailed(message, max(returncode, 1))
 
 
 def job_status(job_dir: Path) -> str:
@@ -96,7 +102,8 @@ def job_status(job_dir: Path) -> str:
 
 
 def sweep_failures(sweep_dir: Path) -> tuple[int, list[str]]:
-    """(jobs, ``"<job>: <status>"`` of each job that did not complete) of a sweep."""
+    """(jobs, ``"<job>: <status>"`` of each job that did not complete) of a sweep: the jobs
+    whose checks passed (``.hydra/`` written then, :mod:`lfbm_lightning.runtime.job_record`)."""
     jobs = sorted(
         (p.parent for p in sweep_dir.glob("*/.hydra")), key=lambda p: (len(p.name), p.name)
     )

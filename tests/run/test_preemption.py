@@ -97,6 +97,11 @@ def test_a_signal_in_any_phase_stops_at_once_keeps_a_checkpoint_and_resumes(
     if phase == "evaluation_after_fit":  # the first task's numbers are kept
         assert record["evaluation"] == {"reconstruction": "completed"}
         reconstruction_mse = record["reconstruction/mse"]
+        # what the stopped task left: the resumed run re-scores into eval/<task>/ all the same
+        # (evaluate.py alone refuses a directory that holds files)
+        partial = run / "eval" / "likelihood"
+        partial.mkdir(parents=True, exist_ok=True)
+        (partial / "per_example.csv").write_text("index\n")
 
     result = run_train([*args, f"ckpt_path={last}"])
     assert result.returncode == 0, result.stderr[-3000:]
