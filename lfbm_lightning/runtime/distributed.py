@@ -160,12 +160,10 @@ def ddp_job_scope(strategy: Any) -> Iterator[None]:
     only when its ranks have, and nothing leaks into the next job.
 
     Inside a Hydra job, Lightning starts the ranks with :func:`job_rank_command`. On exit the
-    environment is restored: the launcher leaves ``LOCAL_RANK=0`` and ``MASTER_PORT`` set,
-    which would make the next job of a sweep in the same process believe its ranks were
-    started externally and wait for them forever. The process group and the torch thread count
-    the launcher changed are reset too. The ranks are waited for (up to
+    launcher's environment variables (``LOCAL_RANK``, ``MASTER_PORT``, ...), the process group
+    and the torch thread count are restored, and the ranks are waited for (up to
     :data:`CHILD_EXIT_TIMEOUT` s), or killed when the work raised, so that none is left waiting
-    in a collective.
+    in a collective. Why: docs/scaling.md, "Sweeps of DDP jobs".
 
     Args:
         strategy: ``trainer.strategy`` or ``fabric.strategy``.
