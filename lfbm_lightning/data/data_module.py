@@ -1,18 +1,12 @@
 """Shared LightningDataModule plumbing: loaders, seeds, the split contract, occlusion and data
 files.
 
-Occlusion (docs/paper.md, "Unsupervised recovery") is a setting of every data module,
-``occlusion`` = None (complete images) or a mapping with the keys of :data:`OCCLUSION_KEYS`:
-
-    kind: null | salt_pepper | single_region   (null = complete images)
-    coverage: missing fraction for salt_pepper (64 x 64 with 8 x 8 holes: docs/paper.md's table)
-    size: hole side for single_region (docs/paper.md: 20, 30 or 40)
-    hole_size: side of the salt-and-pepper holes (docs/paper.md: 8)
-    seed: mask i of training image i is drawn from (seed, i) alone
-
-On the command line: ``dataset.occlusion.kind=salt_pepper dataset.occlusion.coverage=0.5``.
-Only the training split is occluded: its items gain ``mask`` (1, H, W), drawn lazily per item
-(never materialised for the whole set) and identical in every epoch, worker and rank.
+``occlusion`` (a setting of every data module) is None (complete images) or a mapping with the
+keys of :data:`OCCLUSION_KEYS`: ``kind`` (null | salt_pepper | single_region), ``coverage`` and
+``hole_size`` (salt_pepper), ``size`` (single_region) and ``seed``; e.g.
+``dataset.occlusion.kind=salt_pepper dataset.occlusion.coverage=0.5``. Only the training split
+is occluded: its items gain ``mask`` (1, H, W), drawn lazily per item from (seed, i), identical
+in every epoch, worker and rank. Protocol values: docs/paper.md, "Unsupervised recovery".
 """
 
 from __future__ import annotations

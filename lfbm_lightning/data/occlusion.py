@@ -2,20 +2,11 @@
 
 A mask is float32 (1, H, W) with 1 = observed and 0 = missing, shared by all channels. Mask ``i``
 is drawn from ``np.random.default_rng([seed, i])`` alone, so any subset can be regenerated and
-every worker or rank sees the same mask for the same image.
-
-Kinds (docs/paper.md, "Unsupervised recovery"):
-    ``salt_pepper``: N random h x h square holes (h = ``hole_size``, 8 in the protocol; smaller
-        for small images such as the 8 x 8 digits); N from the target coverage.
-    ``single_region``: one square hole of side L at a uniformly random position.
-
-Salt-and-pepper corners are drawn as ``rng.integers(0, H - h)``, i.e. 0..H-h-1 (H - h positions
-per axis; "0..H-8" in docs/paper.md read as an exclusive ``randint(0, H - 8)``, which is what the
-table fits; the reference code itself is not available here): with these the table's hole counts
-give their target coverage within 0.6 points on every row, and the expected-coverage formula
-gives back the table's counts within 1 hole up to 80% (266 rather than 250 for 90%, where one
-hole adds 0.04 points). Corners over 0..H-8 inclusive would over-shoot the 90% row (92.0%) and
-need 124 rather than 134 holes for 80%. A consequence: the last row and column are never hidden.
+every worker or rank sees the same mask for the same image. ``salt_pepper``: N random h x h
+holes (h = ``hole_size``), N from the target coverage, corners ``rng.integers(0, H - h)`` (the
+last row and column are never hidden); ``single_region``: one square hole of side L at a
+uniformly random position. Protocol: docs/paper.md, "Unsupervised recovery"; why this corner
+range: docs/paper.md, "Where this code differs from the authors' code".
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """What every file-based data set shares: its expected files and the errors they raise.
 
 A file-based data set is one module (``cifar10.py``, ``svhn.py``, ``celeba.py``, ``mnist.py``)
-holding a :class:`DataFiles` (the files it needs under the data directory ``paths.data_dir``
-and their official source), its reader, its torchvision download and its data module (the
-tests write a tiny copy of its on-disk format with ``tests/helpers/toy_files.py``).
-
-Two errors name what a user can fix:
-
-- :class:`DatasetFilesMissing` (:meth:`DataFiles.check`): files absent; names the directory,
-  every expected file (missing ones marked) and the settings that fix it;
-- :class:`DataError` (:meth:`DataFiles.bad_file`): a file that is there but broken; one line
-  naming the file, what is wrong and how to get a good copy.
+holding a :class:`DataFiles` (its files under ``paths.data_dir`` and their official source),
+its reader, its torchvision download and its data module (tests write a tiny copy of its
+on-disk format with ``tests/helpers/toy_files.py``). Two errors name what a user can fix:
+:class:`DatasetFilesMissing` (:meth:`DataFiles.check`: files absent; names the directory, every
+expected file and the settings that fix it) and :class:`DataError` (:meth:`DataFiles.bad_file`:
+a file there but broken; one line naming it, what is wrong and how to get a good copy).
 """
 
 from __future__ import annotations

@@ -128,13 +128,10 @@ class RandomImageGenerator(nn.Module):
 class SyntheticDataModule(ImageDataModule):
     """Images of a known latent-variable model (module docstring), split train / val / test.
 
-    Everything about the data is fixed by ``data_seed``: the generator weights, then for each
-    split (in the order train, val, test, each from its own seed) the latents and the pixel
-    noise; so training runs with different ``seed`` values see the same images. ``seed`` only
-    shuffles the training batches.
-
-    Items carry ``label`` = the mixture component of the image's latent (0 for the ring); the
-    latents themselves are kept in ``latents[split]`` (float64 (N, 2)).
+    ``data_seed`` fixes all the data: the generator weights, then per split (train, val, test,
+    each from its own seed) the latents and the pixel noise; ``seed`` only shuffles the training
+    batches. Items carry ``label`` = the mixture component of the image's latent (0 for the
+    ring); the latents are kept in ``latents[split]`` (float64 (N, 2)).
 
     Args:
         latent: ``"mixture"`` or ``"ring"`` (:class:`LatentDistribution`).

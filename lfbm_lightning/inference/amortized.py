@@ -104,16 +104,14 @@ def amortized_elbo(
 ) -> ElboResult:
     """Single-sample reparameterised ELBO of q = N(mean, diag exp(log_var)) for E = -log p(x, z).
 
-    ELBO = E_q[log p(x, z)] + H[q] is estimated with one z = mean + exp(log_var / 2) * eps and
-    the entropy in closed form (same expectation, lower variance than -log q(z|x)). The
-    gradient reaches the encoder only, through the surrogate
+    ELBO = E_q[log p(x, z)] + H[q], estimated with one z = mean + exp(log_var / 2) * eps and
+    the entropy in closed form. The gradient reaches the encoder only, through the surrogate
 
         loss = mean_i [ <grad_z E(z_i), z_i> - H[q_i] ],
 
-    whose gradient with respect to (mean, log_var) is that of -mean(ELBO), because grad_z E is
-    computed with ``torch.autograd.grad`` on a detached copy of z (one forward and backward of
-    E, like a Langevin step) and enters as a constant. Parameters inside E (generator, prior)
-    get no gradient here: the caller trains them on z with their own losses.
+    with grad_z E computed on a detached z (``torch.autograd.grad``) and held constant, so its
+    gradient in (mean, log_var) is that of -mean(ELBO). Parameters inside E (generator, prior)
+    get no gradient here: the caller trains them on z with their own losses (docs/lfbm_vae.md).
 
     Args:
         mean: mu(x), shape (B, d).
@@ -137,15 +135,11 @@ class AmortizedInference(PosteriorInference):
 
     Training: the encoder's ELBO (:func:`amortized_elbo`) is the method's own loss; its mean
     (``start: mean``) or reparameterised sample (``start: sample``) starts a chain of
-    ``refine_steps`` steps of ``step_size``. With ``refine_steps: 0`` (LFBM-VAE) the generator
-    and prior are trained on that sample, which makes the whole loss the -ELBO; otherwise on
-    the chain's output (the hybrid, ``conf/inference/amortized_langevin.yaml``).
+    ``refine_steps`` steps of ``step_size``; the generator and prior are trained on its output
+    (with ``refine_steps: 0``, LFBM-VAE, on the sample: the whole loss is the -ELBO).
     Reconstruction: ``eval_refine_steps`` noise-free steps of ``eval_step_size`` from the
-    encoder mean (0: g(mu(x)), the encoder's own reconstruction). The encoder is a second
-    parameter group of the generator's optimizer, learning rate ``encoder_lr``.
-
-    ``n_steps`` and ``eval_steps`` (set by dataset options) are not used by training or
-    reconstruction; ``eval_steps`` stays the length of a full chain from N(0, I).
+    encoder mean (0: g(mu(x))). The encoder is a second parameter group of the generator's
+    optimizer (``encoder_lr``). ``n_steps`` and ``eval_steps`` are unused here (docs/lfbm_vae.md).
 
     Args:
         encoder: q(z|x), images (B, C, H, W) -> (mu (B, d), log_var (B, d)).

@@ -277,7 +277,7 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     (S_1 S_2)^{1/2} is similar to (S_1^{1/2} S_2 S_1^{1/2})^{1/2}, so its trace is the sum of
     the singular values of S_1^{1/2} S_2^{1/2}: two ``eigh`` and one SVD, real by construction
     and accurate for singular covariances (fewer images than features), where
-    ``scipy.linalg.sqrtm`` of the product is slow (8-60 s at D = 2048 here) and loses digits.
+    ``scipy.linalg.sqrtm`` of the product is slow and loses digits (benchmarks/README.md).
     """
     product = _psd_sqrt(sigma1) @ _psd_sqrt(sigma2)
     return float(np.linalg.svd(product, compute_uv=False).sum())

@@ -1,16 +1,13 @@
 """The LightningModule: a latent prior p(z), a generator g(z) and a posterior inference method.
 
-Maximum-likelihood learning (Xie et al. 2023, Pang et al. 2020, Han et al. 2017): for a batch x,
-
-1. infer z ~ p(z | x) with the inference method (``conf/inference/*.yaml``): short-run
-   Langevin on E(z) = -log p(x, z) + const from N(0, I) or persistent chains, or an encoder
-   q(z|x) with optional Langevin refinement (LFBM-VAE);
+Maximum-likelihood learning (docs/paper.md, "Learning gradient"), for a batch x:
+1. infer z ~ p(z | x) with the inference method (``conf/inference/*.yaml``): short-run Langevin
+   on E(z) = -log p(x, z) + const, or an encoder q(z|x) with optional Langevin refinement;
 2. minimise L = mean_i ||x_i - g(z_i)||^2 / (2 sigma^2) + prior.loss(z) [+ the method's own
    loss, e.g. the encoder's -ELBO] with one backward, then step the prior and the generator
    optimizers (Adam, betas (0.5, 0.999)).
-
-The gradient of L is the Monte-Carlo estimate of -grad log p(x) (Fisher's identity); with an
-encoder and no Langevin steps it is the reparameterised gradient of -ELBO (docs/lfbm_vae.md).
+grad L is the Monte-Carlo estimate of -grad log p(x) (Fisher's identity); with an encoder and
+no Langevin steps it is the reparameterised gradient of -ELBO (docs/lfbm_vae.md).
 """
 
 from __future__ import annotations

@@ -44,10 +44,9 @@ class EnergyPrior(Prior):
     """p(z) = exp(-E_a(z)) N(z; 0, I) / Z(a): an exponential tilt of the standard normal.
 
     ``log_prob`` is unnormalised (``normalized = False``): -E_a(z) + log N(z; 0, I), missing
-    -log Z(a). Prior samples come from short-run Langevin on U(z) = E_a(z) + |z|^2 / 2,
-    started from N(0, I) (K0 = 60 steps of size s0 = 0.4 in LEBM); this works inside
-    ``torch.no_grad()`` because :func:`~lfbm_lightning.langevin.langevin` enables
-    gradients with respect to z internally.
+    -log Z(a). Prior samples: short-run Langevin on U(z) = E_a(z) + |z|^2 / 2 from N(0, I)
+    (LEBM's K0 and s0: docs/paper.md); it works inside ``torch.no_grad()`` (the chain enables
+    gradients with respect to z itself).
 
     Maximum likelihood: grad_a of -E_{p(z|x)}[log p_a(z)] equals
     E_{p(z|x)}[grad_a E_a(z)] - E_{p_a(z)}[grad_a E_a(z)], so ``loss`` is

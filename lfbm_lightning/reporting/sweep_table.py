@@ -1,21 +1,13 @@
 """Gather a Hydra sweep's results into one Markdown table: mean ± std over seeds per setting.
 
-    lfbm-gather outputs/multiruns/2026-11-05/12-00-00
-    lfbm-gather SWEEP_DIR --metrics val/mse train/loss --output table.md
+    lfbm-gather SWEEP_DIR [--metrics val/mse train/loss] [--output table.md]
 
-Every job directory under the sweep (:func:`~lfbm_lightning.reporting.jobs.read_jobs`) is one job:
-its overrides (``prior=flow``, ``seed=2``, ..., as its run recorded them in ``metrics.json``) name
-its setting and seed, its ``metrics.json`` holds its numbers. A setting is the overrides that
-differ between jobs, minus the keys averaged over (``seed`` by default); each row is one setting
-with n = the number of its jobs that wrote metrics. Jobs without ``metrics.json`` (failed or still
-running) are listed under the table.
-
-With ``--table anomaly_mnist`` (ids or groups of ``published_results.yaml``), or by default when
-the sweep's experiment names ``paper_tables``, the output is the paper's table instead, ours
-next to the published numbers (:mod:`lfbm_lightning.reporting.paper_tables`), and ``--csv``
-writes its cells::
-
-    lfbm-gather outputs/paper/anomaly_digits/2026-12-01/12-00-00 --csv anomaly.csv
+Each job directory (:func:`~lfbm_lightning.reporting.jobs.read_jobs`) is one job: its recorded
+overrides name its setting and seed, its ``metrics.json`` its numbers. A row is one setting (the
+overrides that differ between jobs, minus ``seed``), n = its jobs with metrics; jobs without
+``metrics.json`` are listed under the table. ``--table`` (or an experiment named ``paper_tables``)
+gives the paper's table instead, ours next to the published numbers, ``--csv`` its cells
+(:mod:`~lfbm_lightning.reporting.paper_tables`; docs/scaling.md, "Gathering a sweep").
 """
 
 from __future__ import annotations

@@ -1,16 +1,13 @@
 """Generator passes of a training run, from its composed config alone (no data, no machine).
 
-A *pass* is one generator forward plus one backward to z for one image (a decode alone counts
-as one too). Per job, with N training images per epoch, K chain steps, E epochs, validation
-every c epochs on n_val images of P fit passes each, and the sanity check's S batches of
-B_val images with P_s passes:
+A *pass* is one generator forward plus one backward to z for one image (a decode counts as one).
+Per job, with N training images per epoch, K chain steps, E epochs, validation every c epochs on
+n_val images of P fit passes (``model.validation.max_passes``, an upper bound, or
+``inference.eval_steps`` under ``fit: protocol``), the sanity check's S batches of B_val images:
 
     training   = E * N * (K + 1)                  (K Langevin steps + the update's pass)
     validation = floor(E / c) * n_val * (P + 1)  +  S * B_val * (P_s + 1)   (+1: the decode)
-    share      = validation / training
-
-P is the fast fit's cap ``model.validation.max_passes`` (an upper bound: an image stops
-earlier when its energy settles) or ``inference.eval_steps`` under ``fit: protocol``.
+    share      = validation / training            (P_s: the sanity check's passes per image)
 """
 
 from __future__ import annotations

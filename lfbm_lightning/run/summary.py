@@ -3,12 +3,10 @@
 Example::
 
     Run completed in 4 min 52 s (100 epochs).
-      time: training 4 min 31 s (93%), validation 9 s (3%), figures 3 s (1%), evaluation 0 s
-      (0%), other 9 s (3%)
+      time: training 4 min 31 s (93%), validation 9 s (3%), ..., other 9 s (3%)
       val/mse: final 0.0412 (epoch 100), best 0.0409 (epoch 95)
       checkpoint  outputs/runs/.../checkpoints/last.ckpt
       samples     outputs/runs/.../samples.png
-      curves      outputs/runs/.../curves.png
       metrics     outputs/runs/.../metrics.json (all numbers), csv/metrics.csv (per epoch)
 """
 

@@ -1,21 +1,12 @@
 """How the Trainer writes and reads checkpoint files (a Lightning ``CheckpointIO`` plugin).
 
-**Writing is atomic on every local filesystem.** Lightning's own writer opens the target for
-writing (through fsspec, which stages the file in the temp directory and moves it; across
-filesystems the move is a copy over the old file). A SIGKILL or a full disk during that copy
-leaves a truncated ``last.ckpt`` where the previous good one was. Here the checkpoint is
-written to a temp file *next to* the target, ``<dir>/.<name>.tmp-<pid>``, flushed and
-``fsync``-ed, then renamed over the target with ``os.replace`` (atomic within a directory), and
-the directory is ``fsync``-ed so the rename survives a power cut. Readers see the old file or
-the new one, never a partial one. When the write fails (``ENOSPC``, quota, I/O error) the temp
-file is removed, the previous checkpoint is untouched, and a one-line
-:class:`~lfbm_lightning.errors.CheckpointError` stops the run. A temp file left by a killed
-process is removed by :func:`remove_stale_temp_files` when the next run starts.
-
-**Reading never unpickles code.** ``trainer.fit(ckpt_path=...)`` reads the file through
-:meth:`AtomicCheckpointIO.load_checkpoint`, which always uses ``torch.load(weights_only=True)``
-(whatever ``weights_only`` Lightning passes), and names the file in a one-line error when it
-is unreadable.
+Writing is atomic: the file goes to ``<dir>/.<name>.tmp-<pid>``, is ``fsync``-ed, renamed over
+the target with ``os.replace``, and the directory is ``fsync``-ed; readers see the old file or
+the new one. A failed write removes the temp file, leaves the previous checkpoint untouched and
+stops the run with a :class:`~lfbm_lightning.errors.CheckpointError`;
+:func:`remove_stale_temp_files` removes a killed process's temp file when the next run starts.
+Reading always uses ``torch.load(weights_only=True)`` and names an unreadable file in one line.
+Why: docs/scaling.md, "Run directories and checkpoint files".
 """
 
 from __future__ import annotations

@@ -1,27 +1,12 @@
 """Evaluation work sharded over DDP ranks and gathered back on every rank.
 
-Item ``i`` of ``n`` belongs to rank ``i % world_size`` (the interleaving of
-``DistributedSampler``, so shard sizes differ by at most one). Each rank computes its items and
-:func:`gather_lists` brings every rank's results to every rank::
-
-    idx = shard_indices(len(dataset))                       # this rank's items
-    rows = gather_lists([score(dataset[i]) for i in idx])   # all results, rank by rank
-    if rank_and_world_size()[0] == 0:
-        write(sorted(rows, key=item_index))
-
-Outside an initialised ``torch.distributed`` process group (one process) the shard is every
-item and gathering returns its input.
-
-**Ranks inside a Hydra job.** Lightning's ``ddp`` strategy (``Trainer`` and ``Fabric``) starts
-ranks 1..N-1 by re-running the entry script with the parent's command line
-(``_hydra_subprocess_cmd``). Under ``--multirun`` that line is the whole sweep, so the ranks
-would replay the sweep instead of joining their job; under the joblib launcher it is not even
-the entry script (the worker's ``__main__`` is loky's). :func:`ddp_job_scope` (around
-``trainer.fit`` in training, around ``fabric.launch()`` in evaluation) has them started by
-:func:`job_rank_command` instead: a single run of exactly the current job's overrides in
-exactly its output directory. It also undoes what the launcher leaves behind, so the next job
-of a sweep run in the same process starts clean. On SLURM (one task per device) or under
-``torchrun`` the ranks are started outside and nothing is re-run.
+Item ``i`` of ``n`` belongs to rank ``i % world_size`` (``DistributedSampler``'s interleaving):
+:func:`shard_indices` gives this rank's items, :func:`gather_lists` brings every rank's results
+to every rank; outside an initialised process group the shard is every item and gathering
+returns its input. :func:`ddp_job_scope` (around ``trainer.fit`` and ``fabric.launch()``) has
+Lightning's ``ddp`` start ranks 1..N-1 with :func:`job_rank_command` (exactly the current Hydra
+job's overrides, in its output directory) and cleans up after the job. Usage and why:
+docs/scaling.md, "Evaluation over several processes" and "Sweeps of DDP jobs".
 """
 
 from __future__ import annotations
@@ -175,12 +160,10 @@ def ddp_job_scope(strategy: Any) -> Iterator[None]:
     only when its ranks have, and nothing leaks into the next job.
 
     Inside a Hydra job, Lightning starts the ranks with :func:`job_rank_command`. On exit the
-    environment is restored: the launcher leaves ``LOCAL_RANK=0`` and ``MASTER_PORT`` set,
-    which would make the next job of a sweep in the same process believe its ranks were
-    started externally and wait for them forever. The process group and the torch thread count
-    the launcher changed are reset too. The ranks are waited for (up to
+    launcher's environment variables (``LOCAL_RANK``, ``MASTER_PORT``, ...), the process group
+    and the torch thread count are restored, and the ranks are waited for (up to
     :data:`CHILD_EXIT_TIMEOUT` s), or killed when the work raised, so that none is left waiting
-    in a collective.
+    in a collective. Why: docs/scaling.md, "Sweeps of DDP jobs".
 
     Args:
         strategy: ``trainer.strategy`` or ``fabric.strategy``.

@@ -1,19 +1,12 @@
 """One run per run directory: a lock while it runs, no silent overwrite of an earlier run, and
 a resume that appends to the earlier run's records.
 
-- :func:`lock_run_dir` holds an exclusive ``fcntl.flock`` on ``<run>/.lock`` for the whole run
-  (rank 0 only); a second run into the same directory is refused at once. The kernel drops the
-  lock when the process ends, however it ends, so a killed run leaves no stale lock.
-- :func:`check_fresh_run` refuses a run without ``ckpt_path`` into a directory that already
-  holds checkpoints (it would overwrite them), naming the resume command and the way to start
-  elsewhere. A SLURM requeue (Lightning's ``hpc_ckpt_*.ckpt`` in the run directory) is allowed:
-  Lightning resumes from that file by itself.
-- :func:`append_csv_on_resume` makes Lightning's CSV logger append to ``csv/metrics.csv``
-  instead of deleting it when a resumed run starts logging.
-
-All checks happen before anything is written, so a refused run deletes and truncates nothing;
-``.hydra/*.yaml`` too is written only after them
-(:mod:`lfbm_lightning.runtime.job_record`).
+:func:`lock_run_dir`: an exclusive ``fcntl.flock`` on ``<run>/.lock`` for the whole run (rank
+0), so a second run into the directory is refused; :func:`check_fresh_run`: a run without
+``ckpt_path`` into a directory holding checkpoints is refused (a SLURM requeue's
+``hpc_ckpt_*.ckpt`` is allowed); :func:`append_csv_on_resume`: a resumed run appends to
+``csv/metrics.csv``. All checks happen before anything is written (``.hydra/*.yaml`` included).
+Details: docs/scaling.md, "Run directories and checkpoint files".
 """
 
 from __future__ import annotations

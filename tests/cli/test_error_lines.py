@@ -24,7 +24,12 @@ EVAL = ["ckpt_path=/nonexistent.ckpt", "task=reconstruction"]
 # (command, arguments, exit status, text of the error line); {tmp} is the test's directory
 CASES = {
     "train seed=abc": ("train.py", ["seed=abc"], 2, "seed must be an integer in [0, 4294967295]"),
-    "evaluate seed=abc": ("evaluate.py", [*EVAL, "seed=abc"], 2, "seed must be an integer >= 0"),
+    "evaluate seed=abc": (
+        "evaluate.py",
+        [*EVAL, "seed=abc"],
+        2,
+        "seed must be an integer in [0, 4294967295]",
+    ),
     "occlusion kind": (
         "train.py",
         ["dataset.occlusion.kind=foo"],

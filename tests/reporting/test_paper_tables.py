@@ -19,6 +19,7 @@ from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.reporting.jobs import read_jobs
 from lfbm_lightning.reporting.paper_tables import published_results, render, table_ids
 from lfbm_lightning.reporting.sweep_table import gather as gather_main
+from lfbm_lightning.run.after_fit import compose_evaluate
 from lfbm_lightning.run.training import train
 from tests.conftest import CONF, TINY, compose_config, run_entry_point
 
@@ -244,3 +245,13 @@ def test_evaluate_after_fit_reports_a_failed_task_and_runs_the_others(tmp_path):
     assert record["reconstruction/mse"] == own["mse"] == metrics["reconstruction/mse"]
     assert record["reconstruction/n_checkpoints"] == 1 and record["reconstruction/mse_sd"] == 0
     assert "anomaly/auprc" not in record
+
+
+@pytest.mark.parametrize("experiment", PAPER_EXPERIMENTS)
+def test_evaluate_overrides_compose_with_every_task_after_fit(experiment):
+    """evaluate_after_fit runs each task with all of evaluate_overrides: a key of one task's
+    own (anomaly.fit) would fail every other task of the list."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"])
+    for task in cfg.evaluate_after_fit:
+        compose_evaluate([f"task={task}", *cfg.evaluate_overrides])
