@@ -71,6 +71,9 @@ def _every_n_or_none(v: Any) -> bool:
     return v is None or _integer(v, 1)
 
 
+FP16_MIXED = ("16", "16-mixed")
+"""Lightning's names of float16 mixed precision with a GradScaler (refused)."""
+
 RULES = [
     Rule("latent_dim", "an integer >= 1", _at_least_one),
     Rule("model.sigma", "a number > 0", _positive),
@@ -100,6 +103,12 @@ RULES = [
         "trainer.gradient_clip_val",
         "null (manual optimization: the model's optimizer steps clip nothing)",
         lambda v: v is None,
+    ),
+    Rule(
+        "trainer.precision",
+        "anything but 16-mixed (its gradient scaler does not fit the model's manual "
+        "optimization of two optimizers; use trainer.precision=bf16-mixed)",
+        lambda v: str(v) not in FP16_MIXED,
     ),
     Rule("callbacks.keep_last_epochs", "an integer >= 0 (0: off)", lambda v: _integer(v, 0)),
     Rule("dataset.num_workers", "an integer >= 0", lambda v: _integer(v, 0)),

@@ -158,6 +158,7 @@ LANGEVIN = {"n_steps": 20, "step_size": 0.1, "eval_steps": 400, "eval_step_size"
         ({"eval_steps": 1.5}, "inference.eval_steps"),
         ({"eval_step_size": 0}, "inference.eval_step_size"),
         ({"autocast": "int8"}, "inference.autocast"),
+        ({"eval_autocast": "int8"}, "inference.eval_autocast"),
     ],
 )
 def test_langevin_keys_are_range_checked_in_the_constructor(override, key):
