@@ -3,30 +3,19 @@ inference.eval_autocast): the chain and the fits follow the latter alone; 16-mix
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from lfbm_lightning.run.config_checks import ConfigError, validate_config
 from tests.conftest import TINY
-from tests.helpers.train_runs import error_lines, run_train
+from tests.helpers.train_runs import error_lines, probed_run, run_train
 
 
-def probed_run(tmp_path, overrides: list[str]) -> dict:
-    """train.py on digits (TINY) with the energy probe; its record (precision_probe.py)."""
-    out = tmp_path / "probe.json"
-    probe = "+callbacks.test_probe"
-    args = [
-        *TINY,
-        f"hydra.run.dir={tmp_path / 'run'}",
-        "extras.print_config=false",
-        f"{probe}._target_=precision_probe.EnergyPrecisionProbe",
-        f"{probe}.out={out}",
-        *overrides,
-    ]
-    proc = run_train(args)
+def bf16_run(tmp_path, overrides: list[str]) -> dict:
+    """train.py on digits (TINY) with the energy probe; its record (run_probes.py)."""
+    args = [*TINY, "extras.print_config=false", *overrides]
+    proc, record = probed_run(tmp_path, "EnergyPrecisionProbe", args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    return record
 
 
 @pytest.fixture(
@@ -36,7 +25,7 @@ def bf16_mixed_run(request, tmp_path_factory) -> tuple[str, dict]:
     """A ``trainer.precision=bf16-mixed`` run with ``inference.autocast`` null or bfloat16."""
     tmp_path = tmp_path_factory.mktemp(f"bf16_mixed_{request.param}")
     overrides = ["trainer.precision=bf16-mixed", f"inference.autocast={request.param}"]
-    return request.param, probed_run(tmp_path, overrides)
+    return request.param, bf16_run(tmp_path, overrides)
 
 
 @pytest.mark.slow
