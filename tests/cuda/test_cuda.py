@@ -57,7 +57,7 @@ def test_training_and_evaluate_after_fit_keep_every_tensor_on_the_gpu(tmp_path):
             "trainer.devices=1",
             "dataset.holdout_digit=9",
             "evaluate_after_fit=[reconstruction,anomaly]",
-            f'evaluate_overrides=["device={DEVICE}","progress=false","anomaly.n_steps=5"]',
+            f'evaluate_overrides=["device={DEVICE}","progress=false","++anomaly.n_steps=5"]',
             "extras.print_config=false",
             "+callbacks.placement._target_=tests.helpers.run_probes.DevicePlacement",
             f"+callbacks.placement.out={placement}",

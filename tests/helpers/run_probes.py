@@ -106,10 +106,25 @@ class DevicePlacement(pl.Callback):
 class CompileCounters(pl.Callback):
     """Records ``torch._dynamo.utils.counters`` at fit end: ``unique_graphs`` (graphs Dynamo
     compiled: the first compile plus every recompilation), ``cudagraph_skips`` (compiled
-    graphs that ran without CUDA graphs) and the full counters."""
+    graphs that ran without CUDA graphs) and the full counters.
 
-    def __init__(self, out: str) -> None:
+    ``backend`` (e.g. ``eager``) replaces the compiler behind every ``torch.compile`` of the
+    run: Dynamo captures, guards and recompiles as it would, without inductor's code
+    generation (a quick dry run on a CPU)."""
+
+    def __init__(self, out: str, backend: str | None = None) -> None:
         self.out = out
+        self.backend = backend
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.backend is None:
+            return
+        original, backend = torch.compile, self.backend
+
+        def compile_with_backend(fn, **options):
+            return original(fn, **{**options, "mode": None, "backend": backend})
+
+        torch.compile = compile_with_backend
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from torch._dynamo.utils import counters
