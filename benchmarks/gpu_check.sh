@@ -6,7 +6,7 @@
 # (default benchmarks/results):
 #   gpu_check.json                  the one summary: machine, each test's outcome and time,
 #                                   what the tests measured, the benchmark's per-step seconds
-#   gpu_check_pytest_*.txt, *.xml   the two test processes' reports
+#   gpu_check_pytest_*.txt, *.xml   the test processes' reports
 #   langevin_speed_cuda_b100.csv    per-step costs on CUDA (read by lfbm_lightning.cli.plan)
 #
 #   bash benchmarks/gpu_check.sh [--out DIR]     # on the GPU machine
@@ -50,15 +50,18 @@ for name in ("torch", "pytorch_lightning", "torchmetrics", "hydra", "omegaconf",
         print(f"{name}: {type(err).__name__}: {err}")
 PY
 
-# 2. the tests, in two processes at once (real runs in one, in-process checks in the other)
+# 2. the tests, in three processes at once: in-process checks, real runs, compiled real runs
 export LFBM_TEST_DEVICE=$DEVICE LFBM_GPU_CHECK_OUT="$OUT/gpu_check_records" WANDB_MODE=offline
 rm -rf "$LFBM_GPU_CHECK_OUT"
+run_part() {  # NAME PYTEST-ARGS...: one test process, its report and JUnit file
+  local name=$1; shift
+  timeout "${GPU_CHECK_TEST_TIMEOUT:-330}" "$PY" -m pytest "$@" -m cuda -q -p no:cacheprovider \
+    --junitxml="$OUT/gpu_check_$name.xml" > "$OUT/gpu_check_pytest_$name.txt" 2>&1
+}
 pids=()
-for part in test_cuda test_gpu_runs; do
-  timeout "${GPU_CHECK_TEST_TIMEOUT:-330}" "$PY" -m pytest "tests/cuda/$part.py" -m cuda -q -p no:cacheprovider \
-    --junitxml="$OUT/gpu_check_$part.xml" > "$OUT/gpu_check_pytest_$part.txt" 2>&1 &
-  pids+=($!)
-done
+run_part checks tests/cuda/test_cuda.py & pids+=($!)
+run_part runs tests/cuda/test_gpu_runs.py -k "not compiled_run" & pids+=($!)
+run_part compiled_runs tests/cuda/test_gpu_runs.py -k compiled_run & pids+=($!)
 tests_rc=0
 for pid in "${pids[@]}"; do wait "$pid" || tests_rc=1; done
 tail -n 3 "$OUT"/gpu_check_pytest_*.txt
