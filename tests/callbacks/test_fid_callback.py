@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lfbm_lightning.metrics.fid import InceptionWeightsMissing
+from lfbm_lightning.errors import InceptionWeightsMissing
 from lfbm_lightning.run.training import train
 from tests.conftest import TINY, compose_config
 
