@@ -281,7 +281,11 @@ class PosteriorInference(nn.Module, ABC):
             return model.posterior_energy(x[rows], None if mask is None else mask[rows], **options)
 
         options = {"autocast_dtype": self.eval_autocast_dtype, "compile": self.compile}
-        with frozen_parameters((model.generator, model.prior)):
+        # an outer autocast (trainer.precision) stops here, around the fit's own arithmetic too
+        with (
+            frozen_parameters((model.generator, model.prior)),
+            torch.autocast(x.device.type, enabled=False),
+        ):
             if fit == "fast":
                 return fast_fit(z0, energy_of, n_steps)
             return protocol_fit(z0, energy_of, n_steps, step_size)

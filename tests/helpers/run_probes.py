@@ -16,6 +16,7 @@ import torch
 
 import lfbm_lightning.models.energy as energy_module
 from lfbm_lightning.inference.posterior import PosteriorInference
+from lfbm_lightning.models.latent_prior_model import validation_fit
 
 
 class EnergyPrecisionProbe(pl.Callback):
@@ -26,7 +27,7 @@ class EnergyPrecisionProbe(pl.Callback):
     reconstruction), ``fit`` inside an evaluation fit (``PosteriorInference.fit``) else
     ``chain``, whether autocast is on around the residual, g(z)'s dtype, and whether every
     value of g(z) is a bfloat16 number (g ran in bf16); also the run's ``val/mse`` beside the
-    same batch's reconstruction MSE recomputed outside any autocast."""
+    same batch's reconstruction MSE recomputed (with val/mse's fit) outside any autocast."""
 
     def __init__(self, out: str) -> None:
         self.out = out
@@ -65,10 +66,15 @@ class EnergyPrecisionProbe(pl.Callback):
         if trainer.sanity_checking:
             return
         self.checking = True
+        validation = pl_module.config["model"].get("validation")
+        fit, steps = validation_fit(validation, pl_module.eval_chain_steps)  # val/mse's fit
         with torch.autocast(pl_module.device.type, enabled=False):
-            x_hat, _ = pl_module.reconstruct(batch["image"], index=batch["index"])
+            x_hat, _ = pl_module.reconstruct(
+                batch["image"], batch.get("mask"), steps, index=batch["index"], fit=fit
+            )
         self.checking = False
-        self.val_mse_float32.append(float((batch["image"] - x_hat).pow(2).mean()))
+        mse = (batch["image"] - x_hat).pow(2).flatten(1).mean(1)  # as validation_step
+        self.val_mse_float32.append(float(mse.mean()))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         record = {
