@@ -241,13 +241,14 @@ class LightningIterations:
 
     Each call fits two batches of the setting's data (fresh Trainer, no logger, no validation)
     and returns the wall-clock of the second ``training_step`` (the first pays for the Adam
-    state and the loop's start-up).
+    state and the loop's start-up). It trains a copy of the model: a ``Trainer`` moves the
+    model it fitted back to the CPU, and the other units run the shared model on the device.
     """
 
     def __init__(self, model: LatentPriorModel, s: Setting) -> None:
         import pytorch_lightning as pl
 
-        self.pl, self.model, self.s = pl, model, s
+        self.pl, self.model, self.s = pl, copy.deepcopy(model), s
         batch = {"image": s.x.cpu(), "index": torch.arange(s.x.shape[0])}
         self.loader = torch.utils.data.DataLoader([batch, batch], batch_size=None)
 

@@ -111,4 +111,5 @@ def langevin(
             if noise:
                 eps = torch.randn(z.shape, generator=rng, device=z.device, dtype=z.dtype)
                 z.add_(eps, alpha=step_size)
-    return LangevinResult(z=z.detach(), energy=energy, grad_abs_mean=grad.abs().mean())
+    # a copy of E: a compiled E with CUDA graphs overwrites its output when it runs again
+    return LangevinResult(z=z.detach(), energy=energy.clone(), grad_abs_mean=grad.abs().mean())

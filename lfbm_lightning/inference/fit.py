@@ -130,6 +130,7 @@ def fast_fit(
     trying). The accepted step adds the pair (s, y) = (a p, g(z + a p) - g). A line search that
     fails after FAST_BACKTRACKS halvings forgets the image's pairs (the next step is along -g);
     one that fails along -g, or an image out of passes, stops the image at its last accepted z.
+    What it keeps of E's outputs (E, g) it copies, so E may reuse its output buffers.
     """
     z = z0.detach().clone()
     batch = z.shape[0]
@@ -138,7 +139,9 @@ def fast_fit(
     history = _CurvatureHistory(z, memory)
     rows = torch.arange(batch, device=z.device)
     energy, grad = energy_grad(z, energy_of(rows))
-    energy = energy.float()
+    # copies: the values kept across passes must not alias E's outputs, which a compiled E
+    # with CUDA graphs (compile="reduce-overhead") overwrites when the graph runs again
+    energy, grad = energy.float().clone(), grad.clone()
     passes += 1
     active = rows[passes < max_passes]
     t = 0

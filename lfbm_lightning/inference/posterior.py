@@ -115,7 +115,11 @@ class PosteriorInference(nn.Module, ABC):
         eval_step_size: s of evaluation chains.
         channels_last: generator weights and activations in NHWC memory format.
         autocast: None, ``"bfloat16"`` or ``"float16"``: the generator runs under
-            ``torch.autocast`` in that dtype inside chains.
+            ``torch.autocast`` in that dtype inside training chains (None: in float32, whatever
+            ``trainer.precision`` says).
+        eval_autocast: the same for evaluation fits (:meth:`fit`: ``val/mse`` and every
+            ``evaluate.py`` task). Default None, float32: bf16 rounding of g(z) moves E by
+            about 0.1 nats, above the fast fit's stopping tolerance (:mod:`~.fit`).
         compile: True or a ``torch.compile`` mode: the chains' energy is compiled.
     """
 
@@ -127,6 +131,7 @@ class PosteriorInference(nn.Module, ABC):
         eval_step_size: float,
         channels_last: bool = False,
         autocast: str | None = None,
+        eval_autocast: str | None = None,
         compile: bool | str = False,
     ) -> None:
         super().__init__()
@@ -135,8 +140,10 @@ class PosteriorInference(nn.Module, ABC):
         self.eval_steps = int(eval_steps)
         self.eval_step_size = float(eval_step_size)
         check_choice("inference.autocast", autocast, AUTOCAST_DTYPES)
+        check_choice("inference.eval_autocast", eval_autocast, AUTOCAST_DTYPES)
         self.channels_last = bool(channels_last)
         self.autocast_dtype = getattr(torch, autocast) if autocast else None
+        self.eval_autocast_dtype = getattr(torch, eval_autocast) if eval_autocast else None
         self.compile = compile
 
     # ---------------------------------------------------------------- chains
@@ -264,7 +271,8 @@ class PosteriorInference(nn.Module, ABC):
         """Fit z to images x (B, C, H, W) from z0 (B, d) by ``fit`` (:mod:`~.fit`):
         ``protocol``, ``n_steps`` noise-free Langevin steps of ``step_size``; ``fast``, L-BFGS
         per image with a stopping rule, at most ``n_steps`` generator passes per image.
-        Generator and prior frozen.
+        Generator and prior frozen; the generator runs in ``eval_autocast``'s dtype (float32
+        by default), not ``autocast``'s.
         """
 
         def energy_of(rows: torch.Tensor) -> EnergyFn:
@@ -272,8 +280,12 @@ class PosteriorInference(nn.Module, ABC):
                 return model.posterior_energy(x, mask, **options)
             return model.posterior_energy(x[rows], None if mask is None else mask[rows], **options)
 
-        options = {"autocast_dtype": self.autocast_dtype, "compile": self.compile}
-        with frozen_parameters((model.generator, model.prior)):
+        options = {"autocast_dtype": self.eval_autocast_dtype, "compile": self.compile}
+        # an outer autocast (trainer.precision) stops here, around the fit's own arithmetic too
+        with (
+            frozen_parameters((model.generator, model.prior)),
+            torch.autocast(x.device.type, enabled=False),
+        ):
             if fit == "fast":
                 return fast_fit(z0, energy_of, n_steps)
             return protocol_fit(z0, energy_of, n_steps, step_size)
@@ -308,7 +320,7 @@ class PosteriorInference(nn.Module, ABC):
         result = self.fit(model, x, mask, z0, n_steps, step_size, fit)
         if count is not None:
             count.add(result)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             return model.generator(result.z), result.z
 
     # ---------------------------------------------------------------- checkpoints

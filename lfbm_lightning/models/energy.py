@@ -73,7 +73,9 @@ def posterior_energy_fn(
         fast_decoder: decode with :func:`latent_decoder` (same math, faster on CPU).
         autocast_dtype: run the generator under ``torch.autocast`` in this dtype (e.g.
             ``torch.bfloat16``); its output is cast back to x's dtype before the residual, and
-            the prior stays in full precision.
+            the prior stays in full precision. None: E runs in x's dtype even inside an
+            enclosing autocast (Lightning's ``trainer.precision=bf16-mixed``), so the chain's
+            precision is this argument's alone.
         compile: wrap E in ``torch.compile`` (compiled once per model and input shape; closures
             for new batches reuse the compiled graph); a string is the compile mode, e.g.
             ``"reduce-overhead"`` (CUDA graphs). Freeze the parameters during the chain
@@ -86,12 +88,13 @@ def posterior_energy_fn(
     decode = latent_decoder(generator) if fast_decoder else generator
 
     def energy(z: torch.Tensor) -> torch.Tensor:
-        if autocast_dtype is None:
-            x_hat = decode(z)
-        else:
-            with torch.autocast(z.device.type, dtype=autocast_dtype):
-                x_hat = decode(z).to(x.dtype)
-        return reconstruction_energy(x, x_hat, sigma, mask) - log_prior(z)
+        with torch.autocast(z.device.type, enabled=False):  # an outer autocast stops here
+            if autocast_dtype is None:
+                x_hat = decode(z)
+            else:
+                with torch.autocast(z.device.type, dtype=autocast_dtype):
+                    x_hat = decode(z).to(x.dtype)
+            return reconstruction_energy(x, x_hat, sigma, mask) - log_prior(z)
 
     if not compile:
         return energy

@@ -78,6 +78,9 @@ def _seed(v: Any) -> bool:
     return is_integer(v, 0) and v <= SEED_MAX
 
 
+FP16_MIXED = ("16", "16-mixed")
+"""Lightning's names of float16 mixed precision with a GradScaler (refused)."""
+
 RULES = [
     Rule("latent_dim", "an integer >= 1", _at_least_one),
     Rule("model.sigma", "a number > 0", is_positive),
@@ -110,6 +113,12 @@ RULES = [
         "trainer.gradient_clip_val",
         "null (manual optimization: the model's optimizer steps clip nothing)",
         lambda v: v is None,
+    ),
+    Rule(
+        "trainer.precision",
+        "anything but 16-mixed (its gradient scaler does not fit the model's manual "
+        "optimization of two optimizers; use trainer.precision=bf16-mixed)",
+        lambda v: str(v) not in FP16_MIXED,
     ),
     Rule("callbacks.keep_last_epochs", "an integer >= 0 (0: off)", lambda v: is_integer(v, 0)),
     Rule("dataset.num_workers", "an integer >= 0", lambda v: is_integer(v, 0)),

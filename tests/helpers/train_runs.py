@@ -7,6 +7,7 @@ callbacks are put on ``PYTHONPATH`` as the top-level module ``run_callbacks``:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,16 @@ def run_train(args: list[str], timeout: int = 300, env: dict | None = None):
 def error_lines(stderr: str) -> list[str]:
     """The ``error: ...`` lines the entry point printed."""
     return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def probed_run(run_dir, probe: str, args: list[str], timeout: int = 300, **options):
+    """``train.py args...`` into ``run_dir/run`` with the callback ``run_probes.<probe>``
+    (tests/helpers/run_probes.py; ``options`` are its further arguments) writing
+    ``run_dir/<probe>.json``; returns (CompletedProcess, the probe's record or None when the
+    run wrote none)."""
+    out = run_dir / f"{probe}.json"
+    key = f"+callbacks.probe_{probe.lower()}"
+    probe_args = [f"{key}._target_=run_probes.{probe}", f"{key}.out={out}"]
+    probe_args += [f"{key}.{name}={value}" for name, value in options.items()]
+    proc = run_train([f"hydra.run.dir={run_dir / 'run'}", *probe_args, *args], timeout=timeout)
+    return proc, json.loads(out.read_text()) if out.is_file() else None

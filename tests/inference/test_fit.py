@@ -211,3 +211,42 @@ def test_pass_count_sums_fits_and_names_the_fit():
         "generator_passes": 16,
         "passes_per_fit": 4.0,
     }
+
+
+class _QuadraticIntoBuffers(torch.autograd.Function):
+    """E_i(z) = ||z_i - t_i||^2 / 2 whose forward and backward write their results into one
+    buffer per batch size and return it, as a compiled E under CUDA graphs
+    (``compile="reduce-overhead"``) does: a later call overwrites what an earlier one returned."""
+
+    buffers: dict[tuple[str, int], torch.Tensor] = {}
+
+    @staticmethod
+    def forward(ctx, z, target):
+        ctx.save_for_backward(z, target)
+        out = _QuadraticIntoBuffers.buffers.setdefault(("E", z.shape[0]), z.new_empty(len(z)))
+        return out.copy_((z - target).square().sum(1) / 2)
+
+    @staticmethod
+    def backward(ctx, upstream):
+        z, target = ctx.saved_tensors
+        grad = _QuadraticIntoBuffers.buffers.setdefault(("g", z.shape[0]), torch.empty_like(z))
+        return grad.copy_(upstream[:, None] * (z - target)), None
+
+
+def test_fast_fit_keeps_copies_of_what_the_energy_returns():
+    """With an energy that reuses its output buffers, the fast fit takes exactly the steps and
+    passes it takes with one that returns fresh tensors: the energies and gradients it keeps
+    across passes (its line search evaluates again at the same batch size) are its own."""
+    target = torch.randn(5, 3) * 2
+    z0 = torch.zeros(5, 3)
+    fresh = fast_fit(z0, counting_quadratic(target, []), max_passes=100)
+
+    def reusing(rows: torch.Tensor):
+        return lambda z: _QuadraticIntoBuffers.apply(z, target[rows])
+
+    _QuadraticIntoBuffers.buffers.clear()
+    reused = fast_fit(z0, reusing, max_passes=100)
+    assert len(_QuadraticIntoBuffers.buffers) > 0  # the buffers were used
+    torch.testing.assert_close(reused.z, fresh.z, rtol=0, atol=0)
+    assert reused.passes.tolist() == fresh.passes.tolist()
+    torch.testing.assert_close(fresh.z, target, atol=0.02, rtol=0)

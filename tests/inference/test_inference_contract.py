@@ -142,10 +142,11 @@ def test_seeded_starts_are_the_tasks_per_example_seeds():
 LANGEVIN = {"n_steps": 20, "step_size": 0.1, "eval_steps": 400, "eval_step_size": 0.1}
 
 
-def test_autocast_is_checked_in_the_constructor():
+@pytest.mark.parametrize("key", ["autocast", "eval_autocast"])
+def test_autocast_is_checked_in_the_constructor(key):
     # the four shared chain keys are checked with the run config (tests/run/test_config_checks)
-    with pytest.raises(ConfigError, match="inference.autocast"):
-        build_posterior({**LANGEVIN, "autocast": "int8"})
+    with pytest.raises(ConfigError, match=f"inference.{key}"):
+        build_posterior({**LANGEVIN, key: "int8"})
 
 
 @pytest.mark.parametrize(
