@@ -21,7 +21,6 @@ import numpy as np
 
 from lfbm_lightning.errors import ConfigError
 
-
 PROTOCOLS = {
     "pooled_80_20": "pooled train + test, held-out digit removed, permuted, 80% train / 20% "
     "test + every held-out image",
@@ -93,7 +92,8 @@ def official_holdout_split(labels: np.ndarray, n_train: int, holdout_digit: int)
     is_anomaly = np.concatenate(
         [np.zeros(len(normal), dtype=np.int64), np.ones(len(anomalous), dtype=np.int64)]
     )
-    return HoldoutSplit(train=train, test=np.concatenate([normal, anomalous]), test_is_anomaly=is_anomaly)
+    test = np.concatenate([normal, anomalous])
+    return HoldoutSplit(train=train, test=test, test_is_anomaly=is_anomaly)
 
 
 def random_split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:

@@ -11,7 +11,8 @@ spread over the last N epochs) and ``last.ckpt`` otherwise, writing into
 
 The run's ``metrics.json`` then gains, per task ``t`` and number ``m`` it reports,
 ``"t/m"`` (the mean over the checkpoints), ``"t/m_sd"`` (their sample standard deviation, 0 for
-one checkpoint) and ``"t/n_checkpoints"``, and ``"evaluation": {t: "completed" | "failed: <the
+one checkpoint) and ``"t/n_checkpoints"``, ``"t/fid_of"`` (what a FID scored) where ``t`` gives
+one, and ``"evaluation": {t: "completed" | "failed: <the
 error>"}``: one failing task is reported in the row and the others still run.
 
 In a DDP job (an initialised process group of N > 1 ranks) every rank runs the tasks, inside
@@ -80,15 +81,20 @@ def compose_evaluate(overrides: Sequence[str]) -> DictConfig:
         return compose("evaluate", overrides=list(overrides))
 
 
-def row_numbers(task: str, summary: dict[str, Any]) -> dict[str, float]:
+def row_numbers(task: str, summary: dict[str, Any]) -> dict[str, float | str]:
     """``t/m``, ``t/m_sd`` and ``t/n_checkpoints`` from an evaluate summary (one checkpoint:
-    the task's numbers, sd 0; several: their mean and sd)."""
+    the task's numbers, sd 0; several: their mean and sd), and ``t/fid_of`` when the task
+    scored a FID (a label: prior samples, recovered training images)."""
     if "mean" in summary:
         means, sds, n = summary["mean"], summary["sd"], summary["n_checkpoints"]
+        fid_of = next(iter(summary["checkpoints"].values()), {}).get("fid_of")
     else:
         means = {k: v for k, v in summary.items() if is_number(v) and k != "processes"}
         sds, n = dict.fromkeys(means, 0.0), 1
-    out: dict[str, float] = {f"{task}/n_checkpoints": n}
+        fid_of = summary.get("fid_of")
+    out: dict[str, float | str] = {f"{task}/n_checkpoints": n}
+    if fid_of is not None:
+        out[f"{task}/fid_of"] = fid_of
     for key, value in means.items():
         out[f"{task}/{key}"] = float(value)
         out[f"{task}/{key}_sd"] = float(sds.get(key, 0.0))
