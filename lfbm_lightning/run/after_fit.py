@@ -3,10 +3,12 @@
 complete row of a paper table in its ``metrics.json``.
 
 Each task runs as ``evaluate.py task=<name>`` would (:func:`lfbm_lightning.run.evaluation.evaluate`
-on a composed ``conf/evaluate.yaml``) with ``ckpt_path`` the run's ``checkpoints/`` directory
-when it holds ``epoch-*.ckpt`` files (``callbacks.keep_last_epochs=N``: the paper's +/-, the
-spread over the last N epochs) and ``last.ckpt`` otherwise, writing into
-``<run>/eval/<task>/``. ``evaluate_overrides`` (evaluate.py overrides, e.g.
+on a composed ``conf/evaluate.yaml``), writing into ``<run>/eval/<task>/``, with ``ckpt_path``
+chosen by ``evaluate_checkpoint``: ``last``, the run's ``checkpoints/`` directory when it holds
+``epoch-*.ckpt`` files (``callbacks.keep_last_epochs=N``: the paper's +/-, the spread over the
+last N epochs) and ``last.ckpt`` otherwise; ``fid_best``, the FID callback's checkpoint of the
+lowest FID (``callbacks.fid.best_checkpoint``), as the paper's FIDs were measured. The choice
+is recorded as ``"evaluated_checkpoint"``. ``evaluate_overrides`` (evaluate.py overrides, e.g.
 ``[anomaly.n_steps=50, device=cpu]``) apply to every task.
 
 The run's ``metrics.json`` then gains, per task ``t`` and number ``m`` it reports,
@@ -68,8 +70,35 @@ def check_task_names(cfg: DictConfig) -> None:
             )
 
 
-def run_checkpoints(ckpt_dir: Path) -> Path:
-    """The checkpoints to score: the directory when it keeps epoch files, else last.ckpt."""
+CHECKPOINT_CHOICES = ("last", "fid_best")
+"""Values of ``evaluate_checkpoint`` (module docstring)."""
+
+
+def checkpoint_choice(cfg: DictConfig) -> str:
+    """``evaluate_checkpoint``, checked before training: a :class:`ConfigError` for an unknown
+    value, or for ``fid_best`` without a FID callback that keeps its best checkpoint."""
+    choice = OmegaConf.select(cfg, "evaluate_checkpoint", default="last")
+    if choice not in CHECKPOINT_CHOICES:
+        raise ConfigError(
+            f"evaluate_checkpoint must be one of {list(CHECKPOINT_CHOICES)}, got {choice!r}"
+        )
+    fid = OmegaConf.select(cfg, "callbacks.fid", default=None)
+    if task_names(cfg) and choice == "fid_best":
+        every = 0 if fid is None else fid.get("every_n_epochs", 0)
+        if not every or fid.get("best_checkpoint") is None:
+            raise ConfigError(
+                "evaluate_checkpoint=fid_best needs the FID callback's best checkpoint: set "
+                "callbacks.fid.every_n_epochs=N (> 0) and callbacks.fid.best_checkpoint, or "
+                "evaluate_checkpoint=last"
+            )
+    return choice
+
+
+def run_checkpoints(cfg: DictConfig, ckpt_dir: Path) -> Path:
+    """The checkpoints to score (module docstring): ``fid_best.ckpt``, the directory when it
+    keeps epoch files, or ``last.ckpt``."""
+    if checkpoint_choice(cfg) == "fid_best":
+        return Path(cfg.callbacks.fid.best_checkpoint)
     return ckpt_dir if any(ckpt_dir.glob(CHECKPOINT_PATTERN)) else ckpt_dir / "last.ckpt"
 
 
@@ -120,7 +149,7 @@ def evaluate_after_fit(
     rank, world_size = rank_and_world_size()
     if world_size > 1:
         dist.barrier()  # every rank sees the checkpoint rank 0 wrote
-    ckpt = run_checkpoints(ckpt_dir)
+    ckpt = run_checkpoints(cfg, ckpt_dir)
     extra = list(OmegaConf.select(cfg, "evaluate_overrides", default=None) or [])
     added: dict[str, Any] = {}
     status: dict[str, str] = {}
@@ -135,6 +164,7 @@ def evaluate_after_fit(
             added |= outcomes[0][0]  # rank 0's: it alone computes some numbers (FID, ...)
             status[name] = "completed"
     added["evaluation"] = status
+    added["evaluated_checkpoint"] = str(ckpt)
     if rank == 0:
         metrics_path = out_dir / "metrics.json"
         record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
