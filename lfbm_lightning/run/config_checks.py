@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lfbm_lightning.data.splits import PROTOCOLS
 from lfbm_lightning.errors import ConfigError
 
 
@@ -107,6 +108,7 @@ RULES = [
     Rule("dataset.channels", "an integer >= 1", _at_least_one),
     Rule("dataset.image_size", "an integer >= 1", _at_least_one),
     Rule("dataset.holdout_digit", "null or an integer in 0..9", _digit_or_none),
+    Rule("dataset.protocol", f"one of {sorted(PROTOCOLS)}", lambda v: v in PROTOCOLS),
     Rule(
         "dataset.occlusion.coverage", "a number in the open interval (0, 1)", _open_unit_interval
     ),
