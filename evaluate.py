@@ -2,8 +2,9 @@
 
 The same command as ``lfbm-evaluate`` (:func:`lfbm_lightning.cli.commands.evaluate_command`),
 runnable from a checkout. ``python evaluate.py --help`` lists the tasks and their options
-(docs/paper.md#evaluation-protocols). Outputs land in the Hydra run directory:
-``metrics.json``, ``results.md``, ``per_example.csv`` and PNG figures.
+(docs/paper.md#evaluation-protocols). Outputs land in the Hydra run directory, a new one
+(``outputs/eval/<task>/<date>/<time>``, or an empty ``hydra.run.dir``: one holding files is
+refused): ``metrics.json``, ``results.md``, ``per_example.csv`` and PNG figures.
 
 Examples:
     python evaluate.py ckpt_path=outputs/runs/DAY/TIME/checkpoints/last.ckpt task=reconstruction

@@ -20,6 +20,11 @@ class CheckpointError(LfbmError, RuntimeError):
     """A checkpoint that is missing, unreadable, or not one of this project's models."""
 
 
+class ResumeMismatch(ConfigError, CheckpointError):
+    """A resume under a config that differs from its checkpoint's in the model, the data or the
+    recipe: a refused setting (exit 2, like every other refusal) about a checkpoint."""
+
+
 class DataError(LfbmError, ValueError):
     """A data file that is missing, truncated or malformed; the message names the file."""
 

@@ -1,13 +1,10 @@
 """Short-run Langevin dynamics as pure functions: the kernel every chain runs.
 
-Used for the posterior p(z|x) during training and evaluation (the inference methods of
-:mod:`lfbm_lightning.inference`), for sampling an energy-based prior
-(:mod:`lfbm_lightning.priors.ebm`), and for inpainting with a masked energy. A leaf module: it
-imports nothing from the package, so priors and inference methods can both use it.
-
-A step is one forward and one backward of E to z: no parameter gradient is computed (only z is
-differentiated, and ``frozen`` modules take no part in autograd at all), no value is read back
-to the host inside the chain, and the update allocates nothing but the noise.
+Used for the posterior p(z|x) in training and evaluation (:mod:`lfbm_lightning.inference`),
+for sampling an energy-based prior (:mod:`lfbm_lightning.priors.ebm`) and for inpainting with a
+masked energy. A step is one forward and one backward of E to z: no parameter gradient is
+computed (``frozen`` modules take no part in autograd), no value is read back to the host
+inside the chain, and the update allocates nothing but the noise.
 """
 
 from __future__ import annotations
@@ -95,8 +92,7 @@ def langevin(
         frozen: modules whose parameters E uses (e.g. the generator and the prior): they are
             held with ``requires_grad=False`` during the chain (:func:`frozen_parameters`).
             Same result; parameter gradients are never touched and cached parameter terms
-            are reused. (On a 2-core CPU its time effect is within noise:
-            benchmarks/README.md.)
+            are reused.
 
     Returns:
         A :class:`LangevinResult`; ``z`` is detached.

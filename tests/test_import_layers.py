@@ -24,11 +24,11 @@ LAYERS = [
     {"models"},
     {"inference"},
     {"priors", "data", "generators"},
-    {"langevin", "densities", "seeds", "reporting"},  # leaves
+    {"langevin", "densities", "seeds", "checks", "reporting"},  # leaves
     {"errors"},
 ]
 RANK = {name: depth for depth, layer in enumerate(LAYERS) for name in layer}
-ROOT_LEAVES = {"__init__", "errors", "densities", "langevin", "seeds"}
+ROOT_LEAVES = {"__init__", "errors", "checks", "densities", "langevin", "seeds"}
 
 
 def module_name(path: Path) -> str:

@@ -127,6 +127,7 @@ class TrainingCurves(pl.Callback):
         self.filename = filename
         self._elapsed_before = 0.0  # seconds of training in earlier (resumed) runs
         self._started: float | None = None
+        self.seconds = 0.0  # spent drawing curves.png in this process
 
     def elapsed(self) -> float:
         """Seconds of training so far, the runs this one resumed included."""
@@ -148,6 +149,11 @@ class TrainingCurves(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        started = time.monotonic()
+        self._draw(trainer)
+        self.seconds += time.monotonic() - started
+
+    def _draw(self, trainer: pl.Trainer) -> None:
         metrics_file = csv_metrics_file(trainer.loggers)
         if metrics_file is None:
             log.info("no CSV metrics (logger=csv): curves.png not drawn")

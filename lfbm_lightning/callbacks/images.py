@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -27,6 +28,7 @@ class ImageGridCallback(pl.Callback):
     def __init__(self, n_images: int = 64, every_n_epochs: int = 20) -> None:
         self.n_images = n_images
         self.every_n_epochs = every_n_epochs
+        self.seconds = 0.0  # spent drawing and writing figures in this process
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
@@ -47,6 +49,7 @@ class ImageGridCallback(pl.Callback):
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str | None) -> None:
         if not trainer.is_global_zero:
             return
+        started = time.monotonic()
         was_training = pl_module.training
         pl_module.eval()
         # pictures must not change training: draw their randomness from a forked RNG
@@ -67,3 +70,4 @@ class ImageGridCallback(pl.Callback):
             file = f"images/{name}_{tag}.png" if tag else f"{name}.png"
             save_array(picture, out_dir / file)
             log_figure(trainer.loggers, f"images/{name}", picture, trainer.global_step)
+        self.seconds += time.monotonic() - started

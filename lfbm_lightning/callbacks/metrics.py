@@ -13,7 +13,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lfbm_lightning.metrics.fid import InceptionWeightsMissing, frechet_distance
+from lfbm_lightning.errors import InceptionWeightsMissing
+from lfbm_lightning.metrics.fid import frechet_distance
 from lfbm_lightning.metrics.fid_statistics import (
     InceptionSettings,
     sample_stats,
@@ -31,8 +32,8 @@ class FIDCallback(pl.Callback):
     run's random state untouched. The training-set statistics are computed at the first
     evaluation and cached in ``stats_dir`` (shared with ``evaluate.py task=synthesis``). The
     Inception weights are looked up when training starts, so a missing file fails at once.
-    Under DDP every rank draws and features its share of the samples; rank 0 computes the
-    training-set statistics and logs.
+    Under DDP every rank draws and features its share of the samples and of an uncached
+    training set; rank 0 computes the FID and logs.
 
     With ``best_checkpoint`` set, an evaluation whose FID is below every earlier one (of this
     run, resumes included: the best is kept in the callback's checkpoint state) saves the
@@ -46,7 +47,7 @@ class FIDCallback(pl.Callback):
         n_samples: prior samples per evaluation (small: a cheap, biased FID to follow a run).
         reference_images: training images in the reference (None: all of them).
         inception_weights: local Inception weights file (see
-            :func:`~lfbm_lightning.metrics.fid.resolve_inception_weights`).
+            :func:`~lfbm_lightning.metrics.inception.resolve_inception_weights`).
         allow_download: let torch-fidelity download the weights (needs network).
         feature_layer: Inception layer, 2048 (pool3) for FID.
         batch_size: images per Inception forward pass and per decoded batch of samples.
@@ -117,16 +118,17 @@ class FIDCallback(pl.Callback):
         samples = sample_stats(pl_module, self.n_samples, batch_size, self.inception, self.seed)
         pl_module.train(was_training)
         fid = None
+        # every rank features its share of an uncached reference (a collective); (a DataLoader
+        # draws its base seed from torch's RNG: keep the run's state)
+        with seeded_rng(self.seed, pl_module.device):
+            reference = training_reference_stats(
+                pl_module.config,
+                trainer.datamodule.splits["train"],
+                self.stats_dir,
+                self.inception,
+                self.reference_images,
+            )
         if trainer.is_global_zero:
-            # (a DataLoader draws its base seed from torch's RNG: keep the run's state)
-            with seeded_rng(self.seed, pl_module.device):
-                reference = training_reference_stats(
-                    pl_module.config,
-                    trainer.datamodule.splits["train"],
-                    self.stats_dir,
-                    self.inception,
-                    self.reference_images,
-                )
             fid = frechet_distance(samples, reference)
             pl_module.log("val/fid", fid, rank_zero_only=True)
         if self.best_checkpoint is not None:

@@ -3,12 +3,14 @@ from a checkout run the same functions).
 
 Each is a Hydra application over the configs shipped inside the package
 (``conf``), so it works from any directory after ``pip install``. ``--help``
-prints the command's own page (:mod:`lfbm_lightning.cli.help`); project and config errors become
+prints the command's own page (:mod:`lfbm_lightning.cli.help`); the command line is checked
+before Hydra starts (:mod:`lfbm_lightning.cli.preflight`); project and config errors become
 one line and an exit status (:func:`lfbm_lightning.cli.exit_codes.report_errors`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +19,11 @@ import hydra
 from omegaconf import DictConfig
 
 from lfbm_lightning import CONF_DIR
-from lfbm_lightning.cli.exit_codes import report_errors
+from lfbm_lightning.cli.exit_codes import fail, report_errors, sweep_exit_code
 from lfbm_lightning.cli.help import evaluate_help, train_help
 from lfbm_lightning.cli.plan import plan
+from lfbm_lightning.cli.preflight import preflight
+from lfbm_lightning.errors import ConfigError
 
 HELP_FLAGS = ("--help", "-h")
 PLAN_FLAG = "plan=true"
@@ -42,30 +46,38 @@ def _train(cfg: DictConfig) -> float | None:
 def _evaluate(cfg: DictConfig) -> None:
     from lfbm_lightning.run.evaluation import evaluate  # noqa: PLC0415 - as in _train
 
-    evaluate(cfg)
+    evaluate(cfg, command=True)
 
 
-def _run(app: Callable[[], object], page: Callable[[Path], str]) -> None:
+def _run(app: Callable[[], object], page: Callable[[Path], str], config_name: str) -> None:
     if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
         print(page(CONF_DIR))
         return
-    app()
+    if os.environ.get("HYDRA_FULL_ERROR") != "1":  # else Hydra reports, with its traceback
+        try:
+            preflight(config_name, sys.argv[1:])
+        except ConfigError as err:
+            fail(err)
+    try:
+        app()
+    except SystemExit as stop:  # Hydra exits 1 after a failed job of a sweep
+        sys.exit(sweep_exit_code(stop.code))
 
 
 def train_command() -> None:
     """``lfbm-train [group=option ...] [key=value ...]``: train (``--help`` for the page).
 
     With ``plan=true`` nothing trains: the sweep the other arguments describe is printed with
-    its jobs, epochs, Langevin steps and estimated hours (:mod:`lfbm_lightning.cli.plan`),
+    its jobs, epochs, generator passes and estimated hours (:mod:`lfbm_lightning.cli.plan`),
     before Hydra would launch a job.
     """
     if PLAN_FLAG in sys.argv[1:]:
         ignored = (PLAN_FLAG, "-m", "--multirun")
         print(plan([arg for arg in sys.argv[1:] if arg not in ignored]), end="")
         return
-    _run(_train, train_help)
+    _run(_train, train_help, "train")
 
 
 def evaluate_command() -> None:
     """``lfbm-evaluate ckpt_path=... task=...``: evaluate a checkpoint (``--help``)."""
-    _run(_evaluate, evaluate_help)
+    _run(_evaluate, evaluate_help, "evaluate")

@@ -1,19 +1,23 @@
 """The error handling shared by ``train.py`` and ``evaluate.py``.
 
-A user-fixable error (:class:`~lfbm_lightning.errors.LfbmError`, or an OmegaConf error such as
-a missing ``???`` value met while the job runs) is printed as ONE line on stderr,
+A user-fixable error (:class:`~lfbm_lightning.errors.LfbmError`, an OmegaConf error such as
+a missing ``???`` value met while the job runs, or Hydra's error for a config node whose
+object cannot be built, e.g. ``prior.n_components=0``) is printed as ONE line on stderr,
 ``error: <message>``, and the process exits with:
 
 - ``2``: a config or usage error (:class:`~lfbm_lightning.errors.ConfigError`, OmegaConf
-  errors),
+  errors, Hydra's ``InstantiationException``, unless a project error caused it: that one's),
 - ``1``: any other project error (checkpoint, data, divergence, ...),
 - the error's own ``exit_code`` when it has one (``143`` for a run stopped by SIGTERM,
   :class:`~lfbm_lightning.run.training.RunInterrupted`).
 
 ``HYDRA_FULL_ERROR=1`` re-raises instead, with the full traceback. Anything else is a bug and
-keeps its traceback. In a ``--multirun`` the error is re-raised too, so that Hydra's launcher
-reports it per job. Errors Hydra meets while composing the config (an unknown key, a bad
-override) never reach the job: Hydra prints its own message (no traceback) and exits 1.
+keeps its traceback. In a ``--multirun`` the failed job raises :class:`JobFailed`, so that
+Hydra's sweeper still runs the other jobs and then prints that one line,
+``error: job <n> (<its overrides>): <message>`` (and its hint about ``HYDRA_FULL_ERROR``);
+:func:`sweep_exit_code` turns Hydra's exit status 1 into the job's own. Errors Hydra would
+meet while composing the config (an unknown key, a bad override, an unusable run directory)
+are caught before Hydra starts, by :mod:`lfbm_lightning.cli.preflight`.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf.errors import OmegaConfBaseException
 
@@ -34,16 +39,42 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
+CONFIG_ERRORS = (ConfigError, OmegaConfBaseException, InstantiationException)
+"""Errors that exit 2."""
+
+
+def project_cause(err: BaseException) -> BaseException:
+    """The project error that made Hydra's ``instantiate`` fail, else ``err`` itself."""
+    cause = err.__cause__
+    return (
+        cause if isinstance(err, InstantiationException) and isinstance(cause, LfbmError) else err
+    )
+
+
 def exit_code(err: BaseException) -> int:
     """The documented exit status for a handled error (see the module docstring)."""
+    err = project_cause(err)
     code = getattr(err, "exit_code", None)
     if isinstance(code, int):
         return code
-    return EXIT_USAGE if isinstance(err, ConfigError | OmegaConfBaseException) else EXIT_FAILURE
+    return EXIT_USAGE if isinstance(err, CONFIG_ERRORS) else EXIT_FAILURE
+
+
+def instantiation_line(err: InstantiationException) -> str:
+    """``config: <the constructor's error> (check the <node>.* settings)``, from Hydra's lines."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    node = next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), ""
+    )
+    reason = " ".join(line for line in lines if not line.startswith("full_key:"))
+    return f"config: {reason} (check the {node}.* settings)" if node else f"config: {reason}"
 
 
 def one_line(err: BaseException) -> str:
     """The error as one line: its message with line breaks folded."""
+    err = project_cause(err)
+    if isinstance(err, InstantiationException):
+        return instantiation_line(err)
     if isinstance(err, OmegaConfBaseException) and not isinstance(err, LfbmError):
         key, msg = getattr(err, "full_key", None), getattr(err, "msg", None) or str(err)
         text = " ".join((str(msg).splitlines() or [""])[0].split())
@@ -51,8 +82,39 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+class JobFailed(CompactHydraException):
+    """A job of a sweep failed with a handled error: Hydra prints a compact error as its
+    message alone. ``exit_code`` travels with it (also pickled back from a joblib worker, which
+    re-runs ``__init__``), and the latest one is kept for :func:`sweep_exit_code`."""
+
+    latest_exit_code: int | None = None
+
+    def __init__(self, line: str, exit_code: int) -> None:
+        super().__init__(line, exit_code)
+        self.line, self.exit_code = line, exit_code
+        JobFailed.latest_exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.line
+
+
+def sweep_exit_code(hydra_code: Any) -> Any:
+    """The exit status of a sweep: a failed job's own status in place of Hydra's 1."""
+    return (
+        JobFailed.latest_exit_code
+        if hydra_code == 1 and JobFailed.latest_exit_code
+        else hydra_code
+    )
+
+
 def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def fail(err: BaseException) -> NoReturn:
+    """Print ``error: <the error in one line>`` on stderr and exit with its status."""
+    print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+    sys.exit(exit_code(err))
 
 
 def report_errors(job: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,10 +125,14 @@ def report_errors(job: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return job(*args, **kwargs)
-        except (LfbmError, OmegaConfBaseException) as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+        except (LfbmError, OmegaConfBaseException, InstantiationException) as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
-            sys.exit(exit_code(err))
+            if _in_multirun():
+                hydra_cfg = HydraConfig.get()
+                where = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
+                # from None: Hydra would print an OmegaConf cause after the line
+                raise JobFailed(f"error: {where}: {one_line(err)}", exit_code(err)) from None
+            fail(err)
 
     return wrapper

@@ -16,7 +16,8 @@ import yaml
 TRAIN_INTRO = """\
 lfbm-train: train a latent-prior generator (LFBM: a normalizing-flow prior on the latent
 vector of a ConvNet generator, learned by maximum likelihood with short-run Langevin
-inference; the ABP, LEBM and LFBM-VAE baselines behind the same options).
+inference; the ABP, SRI, LEBM, LFBM-VAE, VAE, 2sVAE and RAE rows of its tables behind the same
+options: +experiment/paper/method=NAME).
 
   python train.py [group=option ...] [key=value ...]     (or: lfbm-train ...)
 
@@ -66,16 +67,16 @@ def train_help(conf_dir: Path) -> str:
     groups = [next(iter(d)) for d in defaults if isinstance(d, dict)]
     lines = [TRAIN_INTRO, "Config groups (group=option):"]
     for group in groups:
-        options = _options(conf_dir / group)
+        options = _options(conf_dir / group) if group != "experiment" else _nested(conf_dir)
         if options:
             lines.append(f"  {group:<15}{', '.join(options)}")
-    experiments = sorted(
-        str(p.relative_to(conf_dir / "experiment").with_suffix(""))
-        for p in (conf_dir / "experiment").rglob("*.yaml")
-    )
-    if experiments:
-        lines.append(f"  {'experiment':<15}{', '.join(experiments)}")
-    return "\n".join(dict.fromkeys(lines)) + "\n\n" + OUTRO
+    return "\n".join(lines) + "\n\n" + OUTRO
+
+
+def _nested(conf_dir: Path) -> list[str]:
+    """The experiment options, subfolders included (``paper/method/vae``)."""
+    root = conf_dir / "experiment"
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
 
 
 def evaluate_help(conf_dir: Path) -> str:

@@ -1,23 +1,23 @@
-"""What a sweep costs, before anything trains: its jobs, epochs, Langevin steps and hours.
+"""What a sweep costs, before anything trains: its jobs, epochs, generator passes and hours.
 
     python -m lfbm_lightning.cli.plan experiment=paper/anomaly_mnist
     python -m lfbm_lightning.cli.plan experiment=paper/recovery_digits prior=flow
 
 The arguments are those of ``python train.py -m ...``. The jobs are the product of the
 experiment's ``hydra.sweeper.params`` (a command-line ``key=a,b`` replaces or adds a swept
-key); each job's config is composed as train.py would. Per job, with E epochs
-(``trainer.max_epochs``), B batches per epoch (the data set's training images over
-``dataset.batch_size``, capped by an integer ``trainer.limit_train_batches``) and K chain
-steps per batch (``inference.n_steps``; an amortized run counts its ``refine_steps``):
+key); each job's config is composed as train.py would. Per job, with E epochs, B batches per
+epoch and K chain steps per batch (``inference.n_steps``; an amortized run counts its
+``refine_steps``), Langevin steps = E * B * K; the generator passes of its training chains
+and updates, its validation, its evaluation after fit (per task) and its FID samples are
+counted by :mod:`lfbm_lightning.run.pass_counts`. With c the measured seconds of one chain
+step at batch 100 for the data set (``benchmarks/results/langevin_speed_<device>_b100.csv``,
+row ``ours``, written by ``benchmarks/langevin_speed.py``; its ``machine`` column names the
+machine, the Intel Xeon where empty),
 
-    Langevin steps = E * B * K,    hours = Langevin steps * c * (batch size / 100) / 3600
+    hours = (training + validation + evaluation passes) / 100 * c / 3600
 
-with c the measured seconds of one step of ``LatentPriorModel.infer`` at batch 100 for the
-data set (``benchmarks/results/langevin_speed_<device>_b100.csv``, row ``ours``, written by
-``benchmarks/langevin_speed.py``). The CPU file was measured on a 2-core Intel Xeon with 2
-threads; the CUDA file is written by ``benchmarks/gpu_check.sh`` on the GPU it ran on. The
-update after each chain and the evaluation after fit are not counted: the hours are a lower
-bound. A data set without a measurement shows '?'.
+The Inception features of FID samples are counted, not timed; a data set without a
+measurement shows '?'.
 """
 
 from __future__ import annotations
@@ -34,17 +34,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from lfbm_lightning import CONF_DIR
+from lfbm_lightning.run.pass_counts import RunPasses, run_passes
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-
-TRAIN_IMAGES = {
-    "digits": 1294,  # 1,797 x 0.8 (train pool) x 0.9 (minus val); ~10% fewer with a held-out digit
-    "mnist": 54000,  # 60,000 minus the held-out digit's ~6,000
-    "svhn": 73257,
-    "cifar10": 50000,
-    "celeba": 162770,
-}
-"""Training images per data set (approximate where a held-out digit is removed)."""
 
 HARDWARE = {
     "cpu": "2-core Intel Xeon (x86_64), 2 threads (benchmarks/README.md)",
@@ -52,24 +44,40 @@ HARDWARE = {
 }
 
 
-def hardware(device: str, results: Path = RESULTS) -> str:
-    """The machine the per-step costs of ``device`` were measured on."""
+def hardware(device: str, results: Path = RESULTS, datasets: Sequence[str] = ()) -> str:
+    """The machine(s) the per-step costs of ``device`` for ``datasets`` were measured on."""
     check = results / "gpu_check.json"
     if device == "cuda" and check.is_file():
         gpus = json.loads(check.read_text()).get("gpu") or []
         return f"{', '.join(gpus)} (benchmarks/results/gpu_check.json)"
-    return HARDWARE[device]
+    machines = step_machines(device, results)
+    named = sorted({machines[d] for d in datasets if d in machines})
+    default = (
+        [HARDWARE[device]] if not datasets or any(d not in machines for d in datasets) else []
+    )
+    return "; ".join([*default, *named])
+
+
+def _ours(device: str, results: Path) -> list[dict[str, str]]:
+    path = results / f"langevin_speed_{device}_b100.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [r for r in csv.DictReader(f) if r["unit"] == "ours"]
 
 
 def step_seconds(device: str, results: Path = RESULTS) -> dict[str, float]:
     """Seconds per Langevin step at batch 100, per data set, from the benchmark's CSV."""
-    path = results / f"langevin_speed_{device}_b100.csv"
-    if not path.is_file():
-        return {}
-    with path.open() as f:
-        return {
-            r["setting"]: float(r["seconds"]) for r in csv.DictReader(f) if r["unit"] == "ours"
-        }
+    return {r["setting"]: float(r["seconds"]) for r in _ours(device, results)}
+
+
+def step_machines(device: str, results: Path = RESULTS) -> dict[str, str]:
+    """The CSV's ``machine`` per data set, where it names one other than :data:`HARDWARE`'s."""
+    return {
+        r["setting"]: f"{r['setting']}: {r['machine']}"
+        for r in _ours(device, results)
+        if r.get("machine")
+    }
 
 
 def is_sweep(value: str) -> bool:
@@ -105,35 +113,47 @@ def job_overrides(argv: Sequence[str]) -> list[list[str]]:
 
 
 def job_cost(cfg: DictConfig) -> dict[str, float | int | str]:
-    """Epochs, batches, chain steps and Langevin steps of one composed job."""
-    dataset = cfg.hydra.runtime.choices.dataset
-    batches = math.ceil(TRAIN_IMAGES.get(dataset, 0) / cfg.dataset.batch_size)
-    limit = cfg.trainer.get("limit_train_batches")
-    if isinstance(limit, int) and not isinstance(limit, bool):
-        batches = min(batches, limit)
-    elif isinstance(limit, float):
-        batches = math.ceil(batches * limit)
-    amortized = "refine_steps" in cfg.inference
-    k = int(cfg.inference.refine_steps if amortized else cfg.inference.n_steps)
-    epochs = int(cfg.trainer.max_epochs)
+    """Epochs, batches, chain steps, Langevin steps and generator passes of one composed job."""
+    passes = run_passes(cfg)
+    batch_size = int(cfg.dataset.batch_size)
+    batches = math.ceil(passes.train_images / batch_size)
     return {
-        "dataset": dataset,
-        "epochs": epochs,
+        "dataset": cfg.hydra.runtime.choices.dataset,
+        "epochs": passes.epochs,
         "batches": batches,
-        "k": k,
-        "steps": epochs * batches * k,
-        "batch_size": int(cfg.dataset.batch_size),
+        "k": passes.k,
+        "steps": passes.epochs * batches * passes.k,
+        "batch_size": batch_size,
+        "passes": passes,
     }
+
+
+def timed_passes(passes: RunPasses) -> int:
+    """The generator passes the hours count: training, validation and evaluation after fit."""
+    return passes.train + passes.validation + sum(passes.evaluation.values())
 
 
 def hours(costs: Sequence[dict], per_step: dict[str, float]) -> float | None:
     """Total hours of the jobs at the measured per-step costs (None: a data set unmeasured)."""
     total = 0.0
     for c in costs:
-        if c["steps"] and c["dataset"] not in per_step:
+        if c["dataset"] not in per_step:
             return None
-        total += c["steps"] * per_step.get(c["dataset"], 0.0) * c["batch_size"] / 100
+        total += timed_passes(c["passes"]) / 100 * per_step[c["dataset"]]
     return total / 3600
+
+
+def describe(c: dict) -> str:
+    """One job's counts: its chains, and the passes of each part of the run."""
+    p: RunPasses = c["passes"]
+    share = f"{100 * p.validation_share:.1f}% of training"
+    parts = [f"training {p.train:,}", f"validation {p.validation:,} ({share})"]
+    parts += [f"{task} {n:,}" for task, n in p.evaluation.items()]
+    fid = f"; FID samples {p.fid_samples:,}" if p.fid_samples else ""
+    return (
+        f"{c['epochs']} epochs x {c['batches']} batches x K={c['k']} = {c['steps']:,} Langevin "
+        f"steps; generator passes: {', '.join(parts)}{fid}"
+    )
 
 
 def plan(argv: Sequence[str], results: Path = RESULTS) -> str:
@@ -145,19 +165,30 @@ def plan(argv: Sequence[str], results: Path = RESULTS) -> str:
             costs.append(job_cost(compose("train", overrides, return_hydra_config=True)))
     lines = [f"plan of: train.py -m {' '.join(argv)}", f"jobs: {len(jobs)}"]
     for overrides, c in zip(jobs, costs, strict=True):
-        lines.append(
-            f"  {' '.join(overrides)}: {c['epochs']} epochs x {c['batches']} batches x "
-            f"K={c['k']} = {c['steps']:,} Langevin steps"
-        )
+        lines.append(f"  {' '.join(overrides)}: {describe(c)}")
+    passes = [c["passes"] for c in costs]
+    train = sum(p.train for p in passes)
+    validation = sum(p.validation for p in passes)
+    evaluation = sum(sum(p.evaluation.values()) for p in passes)
     lines.append(f"epochs: {sum(c['epochs'] for c in costs):,} in all")
     lines.append(f"Langevin steps (training chains): {sum(c['steps'] for c in costs):,}")
+    lines.append(
+        f"generator passes: training {train:,}, validation {validation:,} "
+        f"({100 * validation / max(train, 1):.1f}% of training), evaluation after fit "
+        f"{evaluation:,}; FID samples {sum(p.fid_samples for p in passes):,}"
+    )
+    datasets = sorted({c["dataset"] for c in costs})
     for device, label in (("cuda", "GPU-hours"), ("cpu", "CPU-hours (wall, 2 cores)")):
         total = hours(costs, step_seconds(device, results))
         if total is None:
             lines.append(f"{label}: ? (no per-step measurement for these data sets on {device})")
         else:
-            lines.append(f"{label}: {total:.3g}, assuming {hardware(device, results)}")
-    lines.append("(chains only; parameter updates and evaluation after fit not counted)")
+            machine = hardware(device, results, datasets)
+            lines.append(f"{label}: {total:.3g}, assuming {machine}")
+    lines.append(
+        "(hours: training, validation and evaluation passes; FID's Inception not timed; a fast "
+        "fit is counted at its cap of passes, an upper bound)"
+    )
     return "\n".join(lines) + "\n"
 
 

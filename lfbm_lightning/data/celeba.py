@@ -21,9 +21,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.data_module import FileDataModule
 from lfbm_lightning.data.datasets import IndexedSubset, to_unit_range
-from lfbm_lightning.data.readers import DataFiles, check_choice
+from lfbm_lightning.data.readers import DataFiles
 from lfbm_lightning.data.splits import train_val_rows
 
 DIRECTORY = "celeba"
@@ -95,7 +96,7 @@ class CelebA64(Dataset):
     def __init__(
         self, root: str | Path, split: str = "train", masks: torch.Tensor | None = None
     ) -> None:
-        check_choice(split, PARTITIONS.values(), "CelebA split")
+        check_choice("CelebA split", split, sorted(PARTITIONS.values()))
         self.image_dir = Path(root) / DIRECTORY / IMAGES
         self.files = read_celeba_partition(root)[split]
         shape = (len(self.files), 1, SIZE, SIZE)
@@ -122,46 +123,6 @@ def download(root: str | Path) -> None:
     package; Google Drive quotas may refuse it), then check that the files are there."""
     tv_datasets.CelebA(str(Path(root).expanduser()), split="all", download=True)
     FILES.check(root)
-
-
-TOY_PARTITION = (0, 1, 0, 2, 0, 1)
-"""Partition codes of the toy files 000001.jpg .. 000006.jpg (:func:`write_toy_files`)."""
-
-
-def toy_image(blue: int) -> np.ndarray:
-    """A 218 x 178 aligned-CelebA-sized image, uint8 (3, 218, 178) that encodes position.
-
-    Red = 2 * (column - 25) and green = 2 * (row - 45), clipped to 0..255: ramps from 0 to 254
-    across the crop box (top 45, left 25, 128 x 128), flat outside it. Blue is constant.
-    Smooth, so JPEG keeps it within a level or two.
-    """
-    rows, cols = np.mgrid[0:218, 0:178]
-    red, green = np.clip(2 * (cols - 25), 0, 255), np.clip(2 * (rows - 45), 0, 255)
-    return np.stack([red, green, np.full_like(rows, blue)]).astype(np.uint8)
-
-
-def write_toy_files(root: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Write a tiny CelebA in the real format under ``root`` (for tests): six JPEGs
-    ``00000k.jpg`` = :func:`toy_image` (blue 30 k) in the partitions of :data:`TOY_PARTITION`
-    and the partition file.
-
-    Returns:
-        partition -> (full-size images uint8 (N, 3, 218, 178) before JPEG coding, labels 0),
-        in partition-file order.
-    """
-    folder = Path(root) / DIRECTORY
-    (folder / IMAGES).mkdir(parents=True)
-    images: dict[str, list[np.ndarray]] = {split: [] for split in PARTITIONS.values()}
-    lines = []
-    for k, code in enumerate(TOY_PARTITION, start=1):
-        name, image = f"{k:06d}.jpg", toy_image(blue=30 * k)
-        Image.fromarray(image.transpose(1, 2, 0)).save(
-            folder / IMAGES / name, quality=95, subsampling=0
-        )
-        lines.append(f"{name} {code}\n")
-        images[PARTITIONS[code]].append(image)
-    (folder / PARTITION).write_text("".join(lines))
-    return {s: (np.stack(x), np.zeros(len(x), dtype=np.int64)) for s, x in images.items()}
 
 
 class CelebADataModule(FileDataModule):

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from torchvision import datasets as tv_datasets
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.in_memory import TrainTestDataModule
-from lfbm_lightning.data.readers import DataFiles, check_choice
+from lfbm_lightning.data.readers import DataFiles
 
 try:
     from numpy._core.multiarray import _reconstruct as np_reconstruct
@@ -93,7 +94,7 @@ def read_cifar10(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         images uint8 (N, 3, 32, 32) and labels int64 (N,).
     """
-    check_choice(split, SPLITS, "CIFAR-10 split")
+    check_choice("CIFAR-10 split", split, sorted(SPLITS))
     FILES.check(root)
     batches = [read_cifar10_batch(Path(root) / DIRECTORY / file) for file in SPLITS[split]]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
@@ -105,36 +106,6 @@ def download(root: str | Path) -> None:
     for train in (True, False):
         tv_datasets.CIFAR10(str(Path(root).expanduser()), train=train, download=True)
     FILES.check(root)
-
-
-def write_toy_files(root: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Write a tiny CIFAR-10 in the real format under ``root`` (for tests): 5 training batches
-    of 2 random images and a test batch of 3, pickled with bytes keys as the originals.
-
-    Returns:
-        split -> (images uint8 (N, 3, 32, 32), labels int64 (N,)) as written.
-    """
-    rng = np.random.default_rng(0)
-    folder = Path(root) / DIRECTORY
-    folder.mkdir(parents=True)
-    written: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
-    for split, files in SPLITS.items():
-        for file in files:
-            n = 2 if split == "train" else 3
-            images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
-            labels = rng.integers(0, 10, size=n)
-            batch = {
-                b"batch_label": file.encode(),
-                b"labels": [int(y) for y in labels],
-                b"data": images.reshape(n, 3072),
-                b"filenames": [f"img_{i}.png".encode() for i in range(n)],
-            }
-            # protocol 3 stores bytes as bytes, as the Python 2 originals' str; (protocol 2
-            # from Python 3 would name _codecs.encode, which no real file does)
-            (folder / file).write_bytes(pickle.dumps(batch, protocol=3))
-            written[split][0].append(images)
-            written[split][1].append(labels.astype(np.int64))
-    return {s: (np.concatenate(x), np.concatenate(y)) for s, (x, y) in written.items()}
 
 
 class CIFAR10DataModule(TrainTestDataModule):

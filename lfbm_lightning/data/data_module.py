@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lfbm_lightning.data.occlusion import HOLE_SIDE, MaskMaker
 from lfbm_lightning.data.readers import DataFiles
+from lfbm_lightning.errors import DataError, LfbmError
 
 OCCLUSION_KEYS = ("kind", "coverage", "size", "hole_size", "seed")
 
@@ -128,10 +129,6 @@ class ImageDataModule(pl.LightningDataModule):
                 f"{self.image_shape[0]} and dataset.image_size {self.image_shape[1]}, got "
                 f"{channels} and {image_size}"
             )
-        if batch_size < 1:
-            raise ValueError(f"dataset.batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"dataset.num_workers must be >= 0, got {num_workers}")
         self.channels = channels
         self.image_size = image_size
         self.batch_size = batch_size
@@ -251,7 +248,17 @@ class FileDataModule(ImageDataModule):
         raise NotImplementedError
 
     def prepare_data(self) -> None:
-        if self.download:
-            self.fetch()
-        else:
+        if not self.download:
             self.files.check(self.root)
+            return
+        try:
+            self.fetch()
+        except LfbmError:  # the fetched files are checked: that message names them
+            raise
+        except (OSError, RuntimeError) as err:  # no network (URLError), a full disk, a bad file
+            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            raise DataError(
+                f"dataset.download=true could not fetch the data into {self.root} "
+                f"({type(err).__name__}: {reason}): check the network, or copy the files there "
+                "from a machine that has it (paths.data_dir=DIR) and set dataset.download=false"
+            ) from err

@@ -53,8 +53,6 @@ class DigitsDataModule(ImageDataModule):
         **kwargs,
     ) -> None:
         super().__init__(channels=channels, image_size=image_size, **kwargs)
-        if holdout_digit is not None and not 0 <= int(holdout_digit) <= 9:
-            raise ValueError(f"dataset.holdout_digit must be in 0..9, got {holdout_digit}")
         self.holdout_digit = holdout_digit
         self.fractions = tuple(fractions)
         self.holdout_seed = holdout_seed

@@ -15,7 +15,6 @@ labels) and dims, then the uint8 values.
 from __future__ import annotations
 
 import gzip
-import struct
 import zlib
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ import numpy as np
 from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.in_memory import TrainTestDataModule, UInt8ImageDataset
-from lfbm_lightning.data.readers import DataFiles, check_choice
+from lfbm_lightning.data.readers import DataFiles
 from lfbm_lightning.data.splits import (
     PROTOCOLS,
     holdout_digit_split,
@@ -94,7 +94,7 @@ def read_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         DataError: naming the file that is broken, or the label file whose count differs from
             its image file's.
     """
-    check_choice(split, [*SPLITS, "all"], "MNIST split")
+    check_choice("MNIST split", split, sorted([*SPLITS, "all"]))
     FILES.check(root)
     parts = list(SPLITS) if split == "all" else [split]
     images, labels = [], []
@@ -117,41 +117,6 @@ def download(root: str | Path) -> None:
     for train in (True, False):
         tv_datasets.MNIST(str(Path(root).expanduser()), train=train, download=True)
     FILES.check(root)
-
-
-def idx_bytes(array: np.ndarray, magic: int) -> bytes:
-    """An idx file's content: big-endian int32 magic and dims, then the uint8 values."""
-    header = struct.pack(f">{1 + array.ndim}i", magic, *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_toy_files(
-    root: str | Path, gz: bool = False
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Write a tiny MNIST in the real format under ``root`` (for tests): 4 training and 3 test
-    random images, as plain idx files or (``gz``) gzipped ones.
-
-    Returns:
-        split -> (images uint8 (N, 1, 28, 28), labels int64 (N,)) as written.
-    """
-    rng = np.random.default_rng(2)
-    folder = Path(root) / DIRECTORY
-    folder.mkdir(parents=True)
-    written = {}
-    for split, n in (("train", 4), ("test", 3)):
-        images = rng.integers(0, 256, size=(n, 1, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n).astype(np.int64)
-        image_file, label_file = SPLITS[split]
-        for file, data in (
-            (image_file, idx_bytes(images[:, 0], IMAGES_MAGIC)),
-            (label_file, idx_bytes(labels, LABELS_MAGIC)),
-        ):
-            if gz:
-                (folder / f"{file}.gz").write_bytes(gzip.compress(data))
-            else:
-                (folder / file).write_bytes(data)
-        written[split] = (images, labels)
-    return written
 
 
 class MNISTDataModule(TrainTestDataModule):
@@ -179,9 +144,7 @@ class MNISTDataModule(TrainTestDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if holdout_digit is not None and not 0 <= int(holdout_digit) <= 9:
-            raise ValueError(f"dataset.holdout_digit must be in 0..9, got {holdout_digit}")
-        check_choice(protocol, PROTOCOLS, "dataset.protocol")
+        check_choice("dataset.protocol", protocol, sorted(PROTOCOLS))
         self.holdout_digit = holdout_digit
         self.protocol = protocol
         self.holdout_seed = holdout_seed

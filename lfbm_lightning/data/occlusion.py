@@ -21,10 +21,12 @@ need 124 rather than 134 holes for 80%. A consequence: the last row and column a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import torch
+
+from lfbm_lightning.checks import check, in_interval
 
 MASK_KINDS = ("salt_pepper", "single_region")
 HOLE_SIDE = 8
@@ -75,12 +77,10 @@ def expected_coverage(n_holes: int, height: int, width: int, hole_size: int = HO
 
 
 def _check_coverage(coverage: float | None) -> float:
-    """Return ``coverage`` if it is a fraction in (0, 1) exclusive, else raise ValueError."""
-    if isinstance(coverage, bool) or not isinstance(coverage, Real) or not 0 < coverage < 1:
-        raise ValueError(
-            f"dataset.occlusion.coverage must be a missing fraction in (0, 1) exclusive "
-            f"(e.g. 0.3 for 30%), got {coverage!r}"
-        )
+    """Return ``coverage`` if it is a fraction in (0, 1) exclusive, else raise ConfigError."""
+    ok = in_interval(coverage, 0, 1, open_low=True, open_high=True)
+    allowed = "a missing fraction in (0, 1) exclusive (e.g. 0.3 for 30%)"
+    check("dataset.occlusion.coverage", coverage, allowed, ok)
     return float(coverage)
 
 

@@ -2,8 +2,8 @@
 
 A file-based data set is one module (``cifar10.py``, ``svhn.py``, ``celeba.py``, ``mnist.py``)
 holding a :class:`DataFiles` (the files it needs under the data directory ``paths.data_dir``
-and their official source), its reader, its torchvision download, a ``write_toy_files(root)``
-that writes a tiny copy of the real on-disk format (for the tests) and its data module.
+and their official source), its reader, its torchvision download and its data module (the
+tests write a tiny copy of its on-disk format with ``tests/helpers/toy_files.py``).
 
 Two errors name what a user can fix:
 
@@ -15,19 +15,12 @@ Two errors name what a user can fix:
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from lfbm_lightning.errors import DataError, DatasetFilesMissing
 
-__all__ = ["DataError", "DataFiles", "DatasetFilesMissing", "check_choice"]
-
-
-def check_choice(value: str, choices: Collection[str], setting: str) -> None:
-    """Raise ValueError naming ``setting`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{setting} must be one of {sorted(choices)}, got {value!r}")
+__all__ = ["DataError", "DataFiles", "DatasetFilesMissing"]
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from lfbm_lightning.errors import ConfigError
-
 
 def relocate(value: Any, old_dir: str, new_dir: str) -> Any:
     """``value`` with every string path under ``old_dir`` moved under ``new_dir``, recursively
@@ -35,7 +33,5 @@ def select_examples(dataset: Dataset, n_examples: int | None, seed: int) -> Data
     """
     if n_examples is None or n_examples >= len(dataset):
         return dataset
-    if n_examples < 1:
-        raise ConfigError(f"n_examples must be null or an integer >= 1, got {n_examples}")
     chosen = np.random.RandomState(seed).choice(len(dataset), n_examples, replace=False)
     return Subset(dataset, np.sort(chosen).tolist())

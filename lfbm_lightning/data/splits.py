@@ -54,8 +54,6 @@ def holdout_digit_split(
         seed: seed of the permutation of the normal images.
         train_fraction: share of the normal images used for training.
     """
-    if not 0 <= int(holdout_digit) <= 9:
-        raise ValueError(f"dataset.holdout_digit must be in 0..9, got {holdout_digit}")
     labels = np.asarray(labels)
     normal = np.flatnonzero(labels != holdout_digit)
     anomalous = np.flatnonzero(labels == holdout_digit)

@@ -13,8 +13,9 @@ import numpy as np
 import scipy.io
 from torchvision import datasets as tv_datasets
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.in_memory import TrainTestDataModule
-from lfbm_lightning.data.readers import DataFiles, check_choice
+from lfbm_lightning.data.readers import DataFiles
 
 DIRECTORY = "svhn"
 SPLITS = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
@@ -38,7 +39,7 @@ def read_svhn(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         DataError: naming the file, if it is no MATLAB file or lacks ``X`` and ``y``.
     """
-    check_choice(split, SPLITS, "SVHN split")
+    check_choice("SVHN split", split, sorted(SPLITS))
     FILES.check(root)
     path = Path(root) / DIRECTORY / SPLITS[split]
     try:
@@ -65,26 +66,6 @@ def download(root: str | Path) -> None:
     for split in SPLITS:
         tv_datasets.SVHN(str(Path(root).expanduser() / DIRECTORY), split=split, download=True)
     FILES.check(root)
-
-
-def write_toy_files(root: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Write a tiny SVHN in the real format under ``root`` (for tests): 5 training and 4 test
-    random images, the first two digits of each split 0 and 7 (0 stored as label 10).
-
-    Returns:
-        split -> (images uint8 (N, 3, 32, 32), digits int64 (N,)) as written.
-    """
-    rng = np.random.default_rng(1)
-    folder = Path(root) / DIRECTORY
-    folder.mkdir(parents=True)
-    written = {}
-    for split, n in (("train", 5), ("test", 4)):
-        images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
-        digits = np.concatenate([[0, 7], rng.integers(0, 10, size=n - 2)]).astype(np.int64)
-        y = np.where(digits == 0, 10, digits).astype(np.uint8)[:, None]
-        scipy.io.savemat(folder / SPLITS[split], {"X": images.transpose(2, 3, 1, 0), "y": y})
-        written[split] = (images, digits)
-    return written
 
 
 class SVHNDataModule(TrainTestDataModule):

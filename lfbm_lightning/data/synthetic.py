@@ -1,23 +1,12 @@
 """Synthetic images with a known latent structure and an exactly known model.
 
-The data are drawn from a latent-variable model whose every part is fixed and seeded:
-
     z* ~ p*(z)  (d* = 2, non-Gaussian),    x = g*(z*) + sigma * eps,    eps ~ N(0, I_D),
 
-with ``g*`` a random MLP with tanh outputs in [-1, 1] (:class:`RandomImageGenerator`) and
-``p*`` one of two latent distributions (:class:`LatentDistribution`):
-
-- ``mixture``: K isotropic Gaussians N(mu_k, s^2 I) with equal weights, the means evenly spaced
-  on the circle of radius R (well separated when 2 R sin(pi / K) >> s);
-- ``ring``: z = rho (cos theta, sin theta), theta ~ U[0, 2 pi), rho ~ N(R, s^2).
-
-Because the true model is known, so is the true held-out log-likelihood, the reference any
-learned model is measured against (:meth:`SyntheticDataModule.true_log_prob`):
-
-    log p*(x) = log E_{z ~ p*}[N(x; g*(z), sigma^2 I)],
-
-estimated by Monte Carlo over a fixed bank of latent draws (checked against quadrature on a
-2-D grid in ``tests/data/test_synthetic.py``).
+``g*`` a seeded random MLP with tanh outputs (:class:`RandomImageGenerator`), ``p*`` a mixture
+of K Gaussians on a circle of radius R or a ring (:class:`LatentDistribution`). The true
+held-out log p*(x) = log E_{z ~ p*}[N(x; g*(z), sigma^2 I)] is known by Monte Carlo over a
+fixed bank of latent draws (:meth:`SyntheticDataModule.true_log_prob`; checked against
+quadrature in ``tests/data/test_synthetic.py``).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from lfbm_lightning.inference.amortized import (
     ElboResult,
     amortized_elbo,
 )
+from lfbm_lightning.inference.autoencoder import AutoencoderInference
 from lfbm_lightning.inference.langevin_posterior import LangevinInference
 from lfbm_lightning.inference.posterior import (
     LatentModel,
@@ -18,6 +19,7 @@ from lfbm_lightning.langevin import LangevinResult, energy_grad, langevin
 
 __all__ = [
     "AmortizedInference",
+    "AutoencoderInference",
     "ConvEncoder",
     "ElboResult",
     "LangevinInference",

@@ -12,16 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lfbm_lightning.checks import check_choice, check_int, check_positive
 from lfbm_lightning.densities import diag_gaussian_entropy
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.inference.posterior import (
-    LatentModel,
-    PosteriorInference,
-    TrainingLatents,
-    check_positive,
-    check_steps,
-)
+from lfbm_lightning.inference.posterior import LatentModel, PosteriorInference, TrainingLatents
 from lfbm_lightning.langevin import EnergyFn, energy_grad
+from lfbm_lightning.seeds import item_seed
 
 CHAIN_STARTS = ("mean", "sample")
 
@@ -161,6 +157,8 @@ class AmortizedInference(PosteriorInference):
         **chain: the shared chain settings of :class:`PosteriorInference`.
     """
 
+    has_elbo = True
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -177,13 +175,11 @@ class AmortizedInference(PosteriorInference):
                 "inference.persistent needs Langevin inference without encoder: "
                 "use inference=langevin or set inference.persistent=false"
             )
-        if start not in CHAIN_STARTS:
-            raise ConfigError(f"inference.start must be one of {CHAIN_STARTS}, got {start!r}")
         self.encoder = encoder
-        self.encoder_lr = check_positive("encoder_lr", encoder_lr)
-        self.start_from = start
-        self.refine_steps = check_steps("refine_steps", refine_steps, 0)
-        self.eval_refine_steps = check_steps("eval_refine_steps", eval_refine_steps, 0)
+        self.encoder_lr = check_positive("inference.encoder_lr", encoder_lr)
+        self.start_from = check_choice("inference.start", start, CHAIN_STARTS)
+        self.refine_steps = check_int("inference.refine_steps", refine_steps, 0)
+        self.eval_refine_steps = check_int("inference.eval_refine_steps", eval_refine_steps, 0)
 
     @property
     def chain_steps(self) -> int:
@@ -221,14 +217,57 @@ class AmortizedInference(PosteriorInference):
     ) -> TrainingLatents:
         x, mask = batch["image"], batch.get("mask")
         mean, log_var = self.encode(x, mask)
-        elbo = amortized_elbo(mean, log_var, model.posterior_energy(x, mask), rng=rng)
+        energy = model.posterior_energy(x, mask, training=True)
+        elbo = amortized_elbo(mean, log_var, energy, rng=rng)
         z0 = elbo.z if self.start_from == "sample" else mean.detach()
-        chain = self.chain(model, x, mask, z0, self.refine_steps, self.step_size, rng=rng)
+        chain = self.chain(
+            model, x, mask, z0, self.refine_steps, self.step_size, rng=rng, training=True
+        )
         logs = {"train/elbo": elbo.elbo.mean()}
         if self.refine_steps > 0:
             logs["train/posterior_energy"] = chain.energy.mean()
             logs["train/grad_z_abs"] = chain.grad_abs_mean
         return TrainingLatents(z=chain.z, energy=chain.energy, loss=elbo.loss, logs=logs)
+
+    @torch.no_grad()
+    def elbo(
+        self,
+        model: LatentModel,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        index: torch.Tensor,
+        seed: int,
+        n_samples: int,
+    ) -> torch.Tensor:
+        """ELBO(x) = E_q[-E(z)] + H[q(z|x)], shape (B,), up to the constant of log p(x|z) that
+        E omits: ``n_samples`` reparameterised draws per image, seeded by (seed, index[i]) so an
+        image's value depends on it alone; the entropy in closed form."""
+        mean, log_var = self.encode(x, mask)
+        eps = torch.stack(
+            [
+                torch.randn(
+                    n_samples,
+                    mean.shape[1],
+                    generator=torch.Generator().manual_seed(item_seed(seed, i)),
+                )
+                for i in index.tolist()
+            ],
+            dim=1,
+        ).to(mean)  # (S, B, d)
+        z = mean + torch.exp(0.5 * log_var) * eps
+        energy = model.posterior_energy(
+            x.repeat(n_samples, *[1] * (x.dim() - 1)),
+            None if mask is None else mask.repeat(n_samples, *[1] * (mask.dim() - 1)),
+        )
+        energies = energy(z.flatten(0, 1)).view(n_samples, -1)
+        return diag_gaussian_entropy(log_var) - energies.mean(0)
+
+    def codes(
+        self, model: LatentModel, x: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The encoder mean mu(x) (B, d)."""
+        with torch.no_grad():
+            return self.encode(x, mask)[0]
 
     def param_groups(self) -> list[dict]:
         return [{"params": list(self.encoder.parameters()), "lr": self.encoder_lr}]

@@ -1,50 +1,12 @@
 """The fit of z in evaluation chains: the paper's protocol, or a fast fit with fewer passes.
 
-Both minimise the posterior energy E(z) = ||m * (x - g(z))||^2 / (2 sigma^2) - log p(z) of
-each image from the same start z0 (B, d); they differ in the optimiser and the stopping rule.
-
-- ``protocol`` (default, docs/paper.md#reconstruction-mse): ``n_steps`` steps of gradient
-  descent z <- z - (s^2 / 2) dE/dz, i.e. noise-free Langevin. Every image takes ``n_steps``
-  generator passes.
-- ``fast``: L-BFGS on z, one independent optimiser per image although one batched call
-  computes all gradients (:func:`fast_fit`): each image keeps its own :data:`FAST_MEMORY`
-  curvature pairs, its own step length (Armijo backtracking) and its own trust radius
-  :data:`FAST_MAX_STEP`, so its fit does not depend on the other images of the batch. At most
-  ``n_steps`` generator passes per image. An image stops when the change of its energy over an
-  accepted step, |dE_t| = |E(z_t) - E(z_{t-1})|, stays below both :data:`FAST_ATOL` nats and
-  :data:`FAST_RTOL` max(|E_{t-1}|, 1) for :data:`FAST_PATIENCE` consecutive steps; stopped
-  images leave the batch, so later passes run on fewer rows.
-
-  Why L-BFGS: near its minimum E is close to a quadratic whose curvature spans orders of
-  magnitude (the reconstruction term D mse / (2 sigma^2) with sigma = 0.3 against the prior's
-  unit curvature). Gradient descent and Adam take many steps along the flat directions;
-  L-BFGS rescales them by an estimate of the inverse Hessian, built from the last steps
-  s = z_t - z_{t-1} and gradient changes y = g_t - g_{t-1}. Why the trust radius: far from
-  the minimum that estimate is poor, and a full quasi-Newton step can jump to a worse basin
-  of E. On a briefly trained CelebA 64 model (benchmarks/fast_fit.py), without a radius 5 of
-  16 images ended 76-96 nats above the protocol's fit; with steps of at most FAST_MAX_STEP
-  (a twentieth of |z| ~ sqrt(d) = 10 at d = 100) every image ended below it.
-
-  Known limit: the rule reads progress, not optimality. Where an image crawls along a flat,
-  curved valley it can stop there: on the Rosenbrock function with a doubled valley
-  curvature it stops at E = 4.1 instead of 0 (tests/inference/test_fit.py). On the paper
-  settings the benchmark's "E gap" and "reached" columns measure how often and how far an
-  image stops above the protocol's fit.
-
-  Why an absolute tolerance in nats: dE_t = log p(z_{t-1} | x) - log p(z_t | x) is a log-ratio
-  of posterior densities. It does not depend on the additive constants of E (the d/2 log 2 pi
-  and log-determinants in -log p(z), log normalisers), nor on the size of E: a step under
-  FAST_ATOL changes the posterior density of z by a factor below exp(FAST_ATOL), whatever E
-  is. A rule relative to E, |dE_t| / |E_{t-1}|, stops early where the constant part of
-  -log p(z) dominates E, e.g. on images fitted to an MSE of 1e-3 (E_rec of a few nats against
-  a prior term of order d nats). The reconstruction term's share of the tolerance is direct:
-  E_rec = D mse / (2 sigma^2), so a 1% MSE change is 0.01 E_rec nats (0.17 nats on SVHN).
-  The relative bound only tightens the rule where |E| is below FAST_ATOL / FAST_RTOL = 50
-  nats (an energy with no constant, fitted almost exactly), where 0.05 nats would be a large
-  share of what is left; above 50 nats FAST_ATOL alone decides.
-
-A *generator pass* is one forward of g plus one backward to z for one image; :class:`FitResult`
-counts them exactly (the sum over calls of the rows in each call).
+Both minimise E(z) = ||m * (x - g(z))||^2 / (2 sigma^2) - log p(z) per image from z0 (B, d).
+``protocol``: ``n_steps`` of gradient descent z <- z - (s^2 / 2) dE/dz (noise-free Langevin).
+``fast``: per-image L-BFGS (:data:`FAST_MEMORY` pairs, Armijo backtracking, trust radius
+:data:`FAST_MAX_STEP`), at most ``n_steps`` passes; an image stops once |E_t - E_{t-1}| stays
+below :data:`FAST_ATOL` nats and :data:`FAST_RTOL` max(|E|, 1) for :data:`FAST_PATIENCE` steps.
+A *generator pass* is one forward of g and one backward to z for one image (:class:`FitResult`).
+Why these choices, and the rule's known limit: docs/evaluation_fits.md.
 """
 
 from __future__ import annotations
@@ -54,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.langevin import EnergyFn, energy_grad, langevin
 
 FITS = ("protocol", "fast")
@@ -90,13 +51,6 @@ class FitResult:
 
     z: torch.Tensor
     passes: torch.Tensor
-
-
-def check_fit(fit: str, key: str = "fit") -> str:
-    """``fit`` if it is one of :data:`FITS`, else :class:`ConfigError` naming ``key``."""
-    if fit not in FITS:
-        raise ConfigError(f"{key} must be one of {list(FITS)}, got {fit!r}")
-    return fit
 
 
 def protocol_fit(

@@ -1,18 +1,13 @@
 """Importance-sampled marginal likelihood log p(x) of a latent-variable model, as pure functions.
 
-For a model p(x, z) = p(x | z) p(z) and any proposal q(z | x) positive wherever p(z | x) is,
+For any proposal q(z | x) positive wherever p(z | x) is, with z_k ~ q i.i.d.,
 
-    p(x) = E_{z ~ q}[p(x, z) / q(z | x)],   so   log p_K(x) = log (1/K) sum_k w_k,
-    log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x),   z_k ~ q(z | x) i.i.d.
+    log p_K(x) = log (1/K) sum_k w_k,   log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x),
 
-p_K(x) is unbiased for p(x); its log is a stochastic lower bound, E[log p_K(x)] <= log p(x),
-non-decreasing in K and tight as K -> infinity (Burda et al., 2016). Its Monte-Carlo standard
-error is, by the delta method, sqrt(1 / ESS - 1 / K), with ESS = (sum w)^2 / sum w^2.
-
-The proposal here (:class:`StudentTMixture`) is a per-image mixture built around posterior
-samples: one multivariate Student-t component per chain endpoint z_m, with the Gauss-Newton
-(Laplace) covariance of the posterior there, inflated (:func:`gauss_newton_precision`), plus a
-small defensive N(0, I) component that keeps the weights bounded where the components miss.
+a stochastic lower bound of log p(x), tight as K grows; its standard error is
+sqrt(1 / ESS - 1 / K), ESS = (sum w)^2 / sum w^2. The proposal (:class:`StudentTMixture`): one
+multivariate Student-t per chain endpoint with the inflated Gauss-Newton covariance there, plus
+a defensive N(0, I) component (docs/likelihood.md).
 """
 
 from __future__ import annotations

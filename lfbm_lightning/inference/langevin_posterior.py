@@ -13,7 +13,16 @@ import torch
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference.posterior import LatentModel, PosteriorInference, TrainingLatents
 
-__all__ = ["LangevinInference"]
+__all__ = ["LangevinInference", "first_occurrences"]
+
+
+def first_occurrences(index: torch.Tensor) -> torch.Tensor:
+    """Positions (U,) of the first occurrence of each of the U distinct values of ``index`` (N,),
+    in increasing order of value; deterministic on every device (an integer scatter-min)."""
+    unique, inverse = torch.unique(index, return_inverse=True)
+    positions = torch.arange(index.numel(), device=index.device)
+    first = torch.full_like(unique, index.numel())
+    return first.scatter_reduce_(0, inverse, positions, reduce="amin")
 
 
 class LangevinInference(PosteriorInference):
@@ -52,7 +61,9 @@ class LangevinInference(PosteriorInference):
             z0 = self.chains[batch["index"]]
         else:
             z0 = torch.randn(x.shape[0], model.latent_dim, generator=rng, device=x.device)
-        chain = self.chain(model, x, mask, z0, self.n_steps, self.step_size, rng=rng)
+        chain = self.chain(
+            model, x, mask, z0, self.n_steps, self.step_size, rng=rng, training=True
+        )
         logs = {
             "train/posterior_energy": chain.energy.mean(),
             "train/grad_z_abs": chain.grad_abs_mean,
@@ -62,14 +73,20 @@ class LangevinInference(PosteriorInference):
     def after_step(
         self, model: LatentModel, batch: dict[str, torch.Tensor], z: torch.Tensor
     ) -> None:
-        """Write the chains' final states back; under DDP every rank gets every rank's."""
+        """Write the chains' final states back; under DDP every rank gets every rank's.
+
+        An example that appears twice (``DistributedSampler`` repeats examples so that every
+        rank gets as many) is written once, from its first occurrence (the lowest rank's):
+        writing duplicate indices at once keeps an arbitrary one on CUDA.
+        """
         if self.chains is None:
             return
         index = batch["index"]
         if model.trainer.world_size > 1:
             index = model.all_gather(index).flatten(0, 1)
             z = model.all_gather(z).flatten(0, 1)
-        self.chains[index] = z
+        first = first_occurrences(index)  # the sampler pads ranks by repeating examples
+        self.chains[index[first]] = z[first]
 
     def setup(self, model: LatentModel) -> None:
         """Persistent chains (N_train, d): from the checkpoint when resuming, else N(0, I)

@@ -19,8 +19,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.inference.fit import FitResult, PassCount, check_fit, fast_fit, protocol_fit
+from lfbm_lightning.inference.fit import FitResult, PassCount, fast_fit, protocol_fit
 from lfbm_lightning.langevin import EnergyFn, LangevinResult, frozen_parameters, langevin
 from lfbm_lightning.priors.prior import Prior
 from lfbm_lightning.seeds import item_seed
@@ -46,8 +47,10 @@ class LatentModel(Protocol):
         *,
         autocast_dtype: torch.dtype | None = None,
         compile: bool | str = False,
+        training: bool = False,
     ) -> EnergyFn:
-        """E(z) = ||mask * (x - g(z))||^2 / (2 sigma^2) - log p(z), (B, d) -> (B,)."""
+        """E(z) = ||mask * (x - g(z))||^2 / (2 sigma^2) - log p(z), (B, d) -> (B,); ``training``:
+        with the prior's ``training_log_prob``."""
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every rank's ``tensor``, stacked on a new first dimension."""
@@ -97,31 +100,13 @@ class TrainingLatents:
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _check(key: str, value: Any, allowed: str, ok: bool) -> None:
-    if not ok:
-        raise ConfigError(f"inference.{key} must be {allowed}, got {value!r}")
-
-
-def check_steps(key: str, value: Any, minimum: int) -> int:
-    """``value`` as an int, or :class:`ConfigError` naming ``inference.<key>``."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    _check(key, value, f"an integer >= {minimum}", ok)
-    return int(value)
-
-
-def check_positive(key: str, value: Any) -> float:
-    """``value`` as a float > 0, or :class:`ConfigError` naming ``inference.<key>``."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-    _check(key, value, "a number > 0", ok)
-    return float(value)
-
-
 class PosteriorInference(nn.Module, ABC):
     """Base of the inference methods: shared chain settings and the interface.
 
     Every method accepts the Langevin keys of ``conf/inference/langevin.yaml``, because
     dataset options set ``n_steps`` and ``eval_steps`` to their K whatever the method; each
-    method says which it uses. The constructor checks every range (:class:`ConfigError`).
+    method says which it uses. These four shared settings are checked with the run config
+    (:mod:`lfbm_lightning.run.config_checks`); a method checks its own options.
 
     Args:
         n_steps: K, Langevin steps of a training chain from N(0, I).
@@ -145,11 +130,11 @@ class PosteriorInference(nn.Module, ABC):
         compile: bool | str = False,
     ) -> None:
         super().__init__()
-        self.n_steps = check_steps("n_steps", n_steps, 1)
-        self.step_size = check_positive("step_size", step_size)
-        self.eval_steps = check_steps("eval_steps", eval_steps, 1)
-        self.eval_step_size = check_positive("eval_step_size", eval_step_size)
-        _check("autocast", autocast, f"one of {AUTOCAST_DTYPES}", autocast in AUTOCAST_DTYPES)
+        self.n_steps = int(n_steps)
+        self.step_size = float(step_size)
+        self.eval_steps = int(eval_steps)
+        self.eval_step_size = float(eval_step_size)
+        check_choice("inference.autocast", autocast, AUTOCAST_DTYPES)
         self.channels_last = bool(channels_last)
         self.autocast_dtype = getattr(torch, autocast) if autocast else None
         self.compile = compile
@@ -180,11 +165,14 @@ class PosteriorInference(nn.Module, ABC):
         step_size: float,
         noise: bool = True,
         rng: torch.Generator | None = None,
+        *,
+        training: bool = False,
     ) -> LangevinResult:
         """``n_steps`` Langevin steps of ``step_size`` on the model's posterior energy of
-        images x (B, C, H, W) from z0 (B, d), noise from ``rng``; generator and prior frozen."""
+        images x (B, C, H, W) from z0 (B, d), noise from ``rng``; generator and prior frozen.
+        ``training``: a training chain, on the prior's ``training_log_prob``."""
         energy = model.posterior_energy(
-            x, mask, autocast_dtype=self.autocast_dtype, compile=self.compile
+            x, mask, autocast_dtype=self.autocast_dtype, compile=self.compile, training=training
         )
         frozen = (model.generator, model.prior)
         return langevin(z0, energy, n_steps, step_size, noise=noise, rng=rng, frozen=frozen)
@@ -231,6 +219,30 @@ class PosteriorInference(nn.Module, ABC):
     def setup(self, model: LatentModel) -> None:
         """Called at fit start (the trainer and data module are attached); nothing here."""
 
+    has_elbo = False  # True: :meth:`elbo` has an encoder q(z|x) to bound log p(x) with
+
+    def elbo(
+        self,
+        model: LatentModel,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        index: torch.Tensor,
+        seed: int,
+        n_samples: int,
+    ) -> torch.Tensor:
+        """ELBO (B,) of images x under an encoder q(z|x) (``has_elbo``); none here."""
+        raise ConfigError(f"{type(self).__name__} has no encoder q(z|x): no ELBO")
+
+    def codes(
+        self, model: LatentModel, x: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The codes (B, d) of images x that an ex-post prior is fitted to (an encoder's mean);
+        a method without an encoder has none."""
+        raise ConfigError(
+            f"prior {type(model.prior).__name__} is fitted to an encoder's codes: use "
+            "inference=amortized or inference=autoencoder"
+        )
+
     # ---------------------------------------------------------------- evaluation
     def eval_settings(self, n_steps: int | None, step_size: float | None) -> tuple[int, float]:
         """(steps, step size) of a reconstruction; None falls back to :attr:`eval_chain_steps`
@@ -262,7 +274,7 @@ class PosteriorInference(nn.Module, ABC):
 
         options = {"autocast_dtype": self.autocast_dtype, "compile": self.compile}
         with frozen_parameters((model.generator, model.prior)):
-            if check_fit(fit) == "fast":
+            if fit == "fast":
                 return fast_fit(z0, energy_of, n_steps)
             return protocol_fit(z0, energy_of, n_steps, step_size)
 

@@ -1,12 +1,5 @@
-"""Fréchet Inception Distance with torch-fidelity's Inception-v3 (TF-ported FID weights).
-
-This is the only module of the project that imports ``torch_fidelity``; the import happens
-inside the functions that need the network, so :func:`resolve_inception_weights` stays cheap
-and can run before any heavy work.
-
-Image convention: callers pass float tensors in ``[-1, 1]`` of shape ``(N, C, H, W)`` with
-``C`` in ``{1, 3}``. They are mapped to uint8 ``[0, 255]`` (grey repeated to three channels);
-torch-fidelity resizes to 299x299 inside the network.
+"""Fréchet Inception Distance: feature moments, reference statistics on disk, the distance,
+and torch-fidelity's FID / KID / IS (the network itself: :mod:`~lfbm_lightning.metrics.inception`).
 
 FID between Gaussians fitted to Inception features::
 
@@ -19,14 +12,10 @@ Typical use: compute the reference statistics once (:func:`reference_stats`, cac
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -34,19 +23,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from lfbm_lightning.errors import InceptionWeightsMissing
+from lfbm_lightning.metrics.inception import feature_extractor, to_uint8_rgb, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_SETTING = "metrics.inception_weights"
-DOWNLOAD_SETTING = "metrics.allow_download"
-WEIGHTS_ENV_VAR = "LFBM_INCEPTION_WEIGHTS"
-WEIGHTS_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
-WEIGHTS_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS_FILENAME
-)
-FEATURE_LAYERS = ("64", "192", "768", "2048")
-_EXTRACTOR_NAME = "inception-v3-compat"
 _PROGRESS_DELAY_S = 5.0
 
 
@@ -63,158 +43,6 @@ class FeatureStats:
     mu: np.ndarray
     sigma: np.ndarray
     n: int
-
-
-# --------------------------------------------------------------------------------------------
-# Weights
-
-
-def torch_fidelity_cache_path() -> Path:
-    """Where torch-fidelity stores the downloaded weights: ``$TORCH_HOME/hub/checkpoints/...``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILENAME
-
-
-def _existing_file(path: str, source: str) -> str:
-    resolved = Path(path).expanduser()
-    if resolved.is_file():
-        return str(resolved)
-    raise InceptionWeightsMissing(
-        f"Inception weights file {str(resolved)!r} given by {source} does not exist. Set "
-        f"{WEIGHTS_SETTING}=/path/to/{WEIGHTS_FILENAME} (or the environment variable "
-        f"{WEIGHTS_ENV_VAR}) to an existing local copy."
-    )
-
-
-def resolve_inception_weights(path: str | None, allow_download: bool = False) -> str | None:
-    """Find the Inception-v3 FID weights file without touching the network.
-
-    Lookup order: ``path`` (config key ``metrics.inception_weights``), then the environment
-    variable ``LFBM_INCEPTION_WEIGHTS``, then torch-fidelity's download cache
-    ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``.
-
-    Args:
-        path: Explicit weights file, or ``None``/empty to search the other places.
-        allow_download: Config key ``metrics.allow_download``. When nothing is found, return
-            ``None`` so that torch-fidelity downloads the file (network needed) instead of raising.
-
-    Returns:
-        The path of an existing weights file, or ``None`` when the file is to be downloaded.
-
-    Raises:
-        InceptionWeightsMissing: ``path`` or the environment variable names a missing file, or
-            no file was found and ``allow_download`` is false. Subclass of ``FileNotFoundError``.
-    """
-    if path:
-        return _existing_file(path, f"the setting {WEIGHTS_SETTING}")
-    env_path = os.environ.get(WEIGHTS_ENV_VAR)
-    if env_path:
-        return _existing_file(env_path, f"the environment variable {WEIGHTS_ENV_VAR}")
-    cached = torch_fidelity_cache_path()
-    if cached.is_file():
-        return str(cached)
-    if allow_download:
-        return None
-    raise InceptionWeightsMissing(
-        "Inception-v3 FID weights (pt_inception-2015-12-05, ~95 MB) not found: the setting "
-        f"{WEIGHTS_SETTING} is unset, the environment variable {WEIGHTS_ENV_VAR} is unset, and "
-        f"torch-fidelity's cache file {cached} does not exist. Point {WEIGHTS_SETTING} or "
-        f"{WEIGHTS_ENV_VAR} at a local copy, copy the file to {cached}, or set "
-        f"{DOWNLOAD_SETTING}=true to fetch it from {WEIGHTS_URL} (needs network)."
-    )
-
-
-def _file_stamp(path: str | None) -> int:
-    return Path(path).stat().st_mtime_ns if path else 0
-
-
-def _not_inception_weights(path: str, reason: str) -> InceptionWeightsMissing:
-    return InceptionWeightsMissing(
-        f"Inception weights file {path} is not an Inception-v3 FID state dict ({reason}): set "
-        f"{WEIGHTS_SETTING}=/path/to/{WEIGHTS_FILENAME}, a copy of {WEIGHTS_URL}"
-    )
-
-
-def load_inception_weights(path: str) -> dict[str, Tensor]:
-    """The tensors of a weights file, read with ``torch.load(weights_only=True)``: tensors and
-    plain containers only, so a crafted file cannot run code (torch-fidelity itself reads the
-    file with ``weights_only=False``).
-
-    Raises:
-        InceptionWeightsMissing: the file does not load that way or is no mapping of names to
-            tensors; the message names the file and ``metrics.inception_weights``.
-    """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors alike: the file is not usable
-        first = (str(err).splitlines() or [""])[0][:160]
-        raise _not_inception_weights(path, f"{type(err).__name__}: {first}") from err
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise _not_inception_weights(path, "not a mapping of parameter names to tensors")
-    return state
-
-
-@lru_cache(maxsize=4)
-def _cached_extractor(weights_path: str | None, feature_layer: str, stamp: int):
-    from torch_fidelity import feature_extractor_inceptionv3 as tf_inception
-
-    if weights_path is None:  # torch-fidelity downloads the official file
-        return tf_inception.FeatureExtractorInceptionV3(_EXTRACTOR_NAME, [feature_layer])
-    state = load_inception_weights(weights_path)
-    # The constructor always loads weights itself (torch.load(weights_only=False) of a path, or
-    # its download function when there is none): hand it the verified tensors through the
-    # latter; its strict load_state_dict checks every expected key and shape.
-    with mock.patch.object(tf_inception, "load_state_dict_from_url", return_value=state):
-        try:
-            return tf_inception.FeatureExtractorInceptionV3(_EXTRACTOR_NAME, [feature_layer])
-        except RuntimeError as err:
-            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-            raise _not_inception_weights(weights_path, reason) from err
-
-
-def _feature_extractor(weights_path: str | None, feature_layer: str) -> torch.nn.Module:
-    """torch-fidelity's Inception-v3 with verified weights, memoised per (file, mtime, layer);
-    eval mode, no grad."""
-    if feature_layer not in FEATURE_LAYERS:
-        raise ValueError(f"feature_layer must be one of {FEATURE_LAYERS}, got {feature_layer!r}")
-    return _cached_extractor(weights_path, feature_layer, _file_stamp(weights_path))
-
-
-@lru_cache(maxsize=4)
-def _cached_sha256(path: str, stamp: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_fingerprint(weights_path: str | None) -> str:
-    """SHA-256 of the weights file (``None``, the official download, maps to its file name)."""
-    if weights_path is None:
-        return WEIGHTS_FILENAME
-    return _cached_sha256(weights_path, _file_stamp(weights_path))
-
-
-# --------------------------------------------------------------------------------------------
-# Images and features
-
-
-def to_uint8_rgb(images: Tensor) -> Tensor:
-    """Map ``[-1, 1]`` float images to the uint8 RGB images torch-fidelity expects.
-
-    ``u = round(255 * clamp((x + 1) / 2, 0, 1))``; one channel is repeated to three.
-
-    Args:
-        images: Float tensor ``(N, C, H, W)``, ``C`` in ``{1, 3}``, values in ``[-1, 1]``.
-
-    Returns:
-        uint8 tensor ``(N, 3, H, W)`` on the same device.
-    """
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected images of shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
-    unit = ((images.detach().float() + 1) / 2).clamp(0, 1)
-    uint8 = (unit * 255).round().to(torch.uint8)
-    return uint8.repeat(1, 3, 1, 1) if uint8.shape[1] == 1 else uint8
 
 
 def _batches(images: Tensor | Iterable, batch_size: int) -> Iterator[Tensor]:
@@ -294,7 +122,7 @@ def compute_feature_moments(
 ) -> FeatureMoments:
     """Moments of the Inception features of a set of images (arguments as in
     :func:`compute_feature_stats`); an empty iterable gives empty moments (``n = 0``)."""
-    extractor = _feature_extractor(weights_path, feature_layer).to(device)
+    extractor = feature_extractor(weights_path, feature_layer).to(device)
     moments = FeatureMoments()
     with tqdm(
         total=_num_images(images),
@@ -325,8 +153,9 @@ def compute_feature_stats(
         images: Float tensor ``(N, C, H, W)`` in ``[-1, 1]`` (split into ``batch_size``
             batches), or an iterable of such batches or of ``(images, labels)`` pairs, e.g. a
             DataLoader (its own batch size is used).
-        weights_path: Inception weights file from :func:`resolve_inception_weights`
-            (``None`` lets torch-fidelity download them).
+        weights_path: Inception weights file from
+            :func:`~lfbm_lightning.metrics.inception.resolve_inception_weights` (``None`` lets
+            torch-fidelity download them).
         batch_size: Images per forward pass when ``images`` is a tensor.
         device: Where the network runs.
         feature_layer: ``"2048"`` (pool3, the FID standard) or a cheaper ``"64"``, ``"192"``,
@@ -405,18 +234,31 @@ def reference_stats(
     Returns:
         :class:`FeatureStats` of the reference images.
     """
-    key = f"layer={feature_layer};weights={weights_fingerprint(weights_path)}"
-    cache_file = Path(cache_file)
-    if cache_file.is_file():
-        try:
-            return load_stats(cache_file, key=key)
-        except (ValueError, KeyError, OSError) as err:
-            log.warning("Recomputing reference FID statistics: %s", err)
-    stats = compute_feature_stats(
-        images, weights_path, batch_size, device, feature_layer, progress
-    )
-    save_stats(stats, cache_file, key=key)
+    key = reference_key(weights_path, feature_layer)
+    stats = cached_stats(cache_file, key)
+    if stats is None:
+        stats = compute_feature_stats(
+            images, weights_path, batch_size, device, feature_layer, progress
+        )
+        save_stats(stats, cache_file, key=key)
     return stats
+
+
+def reference_key(weights_path: str | None, feature_layer: str) -> str:
+    """The key that cached reference statistics are stored under: layer and weights' SHA-256."""
+    return f"layer={feature_layer};weights={weights_fingerprint(weights_path)}"
+
+
+def cached_stats(cache_file: str | Path, key: str) -> FeatureStats | None:
+    """The statistics cached in ``cache_file`` under ``key``; None when missing or stale."""
+    cache_file = Path(cache_file)
+    if not cache_file.is_file():
+        return None
+    try:
+        return load_stats(cache_file, key=key)
+    except (ValueError, KeyError, OSError) as err:
+        log.warning("Recomputing reference FID statistics: %s", err)
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,7 +340,7 @@ def fidelity_metrics(
     Args:
         samples: ``(N, C, H, W)`` in ``[-1, 1]``; ``N >= 10`` for the Inception Score.
         reference: ``(M, C, H, W)`` in ``[-1, 1]``; needed for FID and KID only.
-        weights_path: From :func:`resolve_inception_weights`.
+        weights_path: From :func:`~lfbm_lightning.metrics.inception.resolve_inception_weights`.
         fid: Compute ``frechet_inception_distance``.
         kid: Compute ``kernel_inception_distance_mean`` / ``_std``.
         isc: Compute ``inception_score_mean`` / ``_std`` (logits layer, 10 splits).
@@ -515,7 +357,7 @@ def fidelity_metrics(
 
     # torch-fidelity reads the file again with weights_only=False; a file that loads with
     # weights_only=True and fits the network holds tensors only, so that read runs no code
-    _feature_extractor(weights_path, feature_layer)
+    feature_extractor(weights_path, feature_layer)
     needs_reference = fid or kid
     if needs_reference and reference is None:
         raise ValueError("FID and KID need reference images")

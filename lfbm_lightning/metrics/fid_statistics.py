@@ -20,18 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from lfbm_lightning.data.selection import relocate, select_examples
 from lfbm_lightning.metrics.fid import (
     FeatureMoments,
     FeatureStats,
+    cached_stats,
     compute_feature_moments,
+    reference_key,
     reference_stats,
-    resolve_inception_weights,
+    save_stats,
 )
+from lfbm_lightning.metrics.inception import resolve_inception_weights
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.runtime.distributed import gather_lists, shard_indices
+from lfbm_lightning.runtime.distributed import gather_lists, rank_and_world_size, shard_indices
 
 # (dataset helpers the tasks share; a leaf module would suit them better)
 from lfbm_lightning.seeds import item_seed
@@ -67,7 +70,7 @@ class InceptionSettings:
     ) -> InceptionSettings:
         """Resolve the weights of a ``metrics`` config node (``inception_weights``,
         ``allow_download``, ``feature_layer``, ``batch_size``); raises
-        :class:`~lfbm_lightning.metrics.fid.InceptionWeightsMissing` at once when absent."""
+        :class:`~lfbm_lightning.errors.InceptionWeightsMissing` at once when absent."""
         return cls(
             weights=resolve_inception_weights(
                 metrics["inception_weights"], bool(metrics["allow_download"])
@@ -142,8 +145,13 @@ def training_reference_stats(
     stats_dir: str | Path,
     inception: InceptionSettings,
     n_images: int | None = None,
-) -> FeatureStats:
+) -> FeatureStats | None:
     """Statistics of the training images, read from the cache or computed once and cached.
+
+    A collective under DDP: every rank calls it. Rank 0 reads the cache; when it is missing or
+    stale, every rank features its share of the images (items rank, rank + W, ...), the
+    moments are pooled and rank 0 writes the cache, so no rank waits alone in a collective
+    while rank 0 features the whole training set.
 
     Args:
         run_config: the training run's resolved config (its ``dataset`` node and
@@ -153,6 +161,9 @@ def training_reference_stats(
         inception: feature settings.
         n_images: None (docs/paper.md: every training image) or a random subset of that many
             (seed :data:`REFERENCE_SUBSET_SEED`), for quick checks.
+
+    Returns:
+        The statistics on rank 0 (and in one process); None on the other ranks.
     """
     images = select_examples(train_set, n_images, REFERENCE_SUBSET_SEED)
     cache = reference_cache_file(
@@ -162,15 +173,27 @@ def training_reference_stats(
         n_images,
         inception.feature_layer,
     )
-    return reference_stats(
-        image_batches(images, inception.batch_size),
-        cache,
-        inception.weights,
-        batch_size=inception.batch_size,
-        device=inception.device,
-        feature_layer=inception.feature_layer,
-        progress=inception.progress,
-    )
+    rank, world_size = rank_and_world_size()
+    if world_size == 1:
+        return reference_stats(
+            image_batches(images, inception.batch_size),
+            cache,
+            inception.weights,
+            batch_size=inception.batch_size,
+            device=inception.device,
+            feature_layer=inception.feature_layer,
+            progress=inception.progress,
+        )
+    key = reference_key(inception.weights, inception.feature_layer)
+    stats = cached_stats(cache, key) if rank == 0 else None
+    if gather_lists([stats is not None])[0]:  # rank 0's cache serves
+        return stats
+    share = Subset(images, list(shard_indices(len(images))))
+    stats = pooled_stats(inception.moments(image_batches(share, inception.batch_size)))
+    if rank != 0:
+        return None
+    save_stats(stats, cache, key=key)
+    return stats
 
 
 @contextmanager

@@ -1,8 +1,7 @@
 """Kernel maximum mean discrepancy between two sample sets (flattened images or latents).
 
-With the Gaussian kernel k(a, b) = exp(-|a - b|^2 / (2 h^2)), the unbiased estimate of
-MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y) from x (n, D) and y (m, D) is (Gretton et al.,
-2012, eq. 3)
+With k(a, b) = exp(-|a - b|^2 / (2 h^2)), x (n, D) and y (m, D), the unbiased estimate of
+MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y) (Gretton et al., 2012, eq. 3) is
 
     MMD^2_u = sum_{i != j} k(x_i, x_j) / (n (n-1)) + sum_{i != j} k(y_i, y_j) / (m (m-1))
               - 2 sum_{i, j} k(x_i, y_j) / (n m),

@@ -62,6 +62,7 @@ def posterior_energy_fn(
     fast_decoder: bool = True,
     autocast_dtype: torch.dtype | None = None,
     compile: bool | str = False,
+    training: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """E(z) = ||mask * (x - g(z))||^2 / (2 sigma^2) - log p(z): -log p(x, z) + const, shape (B,).
 
@@ -78,7 +79,10 @@ def posterior_energy_fn(
             ``"reduce-overhead"`` (CUDA graphs). Freeze the parameters during the chain
             (``langevin(..., frozen=...)``), or the compiled backward also computes their
             gradients.
+        training: use the prior's ``training_log_prob`` (the density the first stage of a
+            two-stage model is trained under) instead of ``log_prob``.
     """
+    log_prior = prior.training_log_prob if training else prior.log_prob
     decode = latent_decoder(generator) if fast_decoder else generator
 
     def energy(z: torch.Tensor) -> torch.Tensor:
@@ -87,7 +91,7 @@ def posterior_energy_fn(
         else:
             with torch.autocast(z.device.type, dtype=autocast_dtype):
                 x_hat = decode(z).to(x.dtype)
-        return reconstruction_energy(x, x_hat, sigma, mask) - prior.log_prob(z)
+        return reconstruction_energy(x, x_hat, sigma, mask) - log_prior(z)
 
     if not compile:
         return energy

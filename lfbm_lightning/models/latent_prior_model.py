@@ -15,6 +15,8 @@ encoder and no Langevin steps it is the reparameterised gradient of -ELBO (docs/
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,13 +25,45 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from lfbm_lightning.errors import DivergenceError, LfbmError
+from lfbm_lightning.inference.fit import PassCount
 from lfbm_lightning.inference.posterior import PosteriorInference
 from lfbm_lightning.langevin import EnergyFn, LangevinResult
 from lfbm_lightning.models.energy import posterior_energy_fn, reconstruction_energy
 from lfbm_lightning.priors.prior import Prior
+from lfbm_lightning.seeds import item_seed
+
+log = logging.getLogger(__name__)
 
 DEFAULT_INFERENCE = "lfbm_lightning.inference.LangevinInference"
 PRIOR_SEED_OFFSET = 2**32  # prior-sampler seeds never collide with Langevin seeds
+CHECKED_BEFORE_BACKWARD = ("z", "posterior energy", "loss")
+RNG_NAMES = ("langevin", "prior", "torch")  # the per-rank random streams of a checkpoint
+
+
+def validation_fit(
+    validation: Mapping[str, Any] | None, eval_steps: int, sanity: bool = False
+) -> tuple[str, int]:
+    """(fit, steps) of the ``val/mse`` reconstruction from ``model.validation``.
+
+    ``fit: fast`` (the default): L-BFGS on z (:mod:`~lfbm_lightning.inference.fit`) with at
+    most min(``max_passes``, eval_steps) passes per image; ``fit: protocol``: the paper's
+    ``eval_steps`` noise-free steps (the protocol-exact monitor). The sanity check before the
+    first epoch fits min(``sanity_steps``, eval_steps) steps: it only exercises the code path.
+    Without a ``model.validation`` node (configs of older runs): the protocol.
+
+    Args:
+        validation: the ``model.validation`` node (``fit``, ``max_passes``, ``sanity_steps``).
+        eval_steps: the inference method's reconstruction steps (``eval_chain_steps``).
+        sanity: whether this is Lightning's sanity check.
+    """
+    validation = validation or {}
+    fit = str(validation.get("fit", "protocol"))
+    if sanity:
+        return fit, min(int(validation.get("sanity_steps", eval_steps)), eval_steps)
+    cap = validation.get("max_passes")
+    if fit == "protocol" or cap is None:
+        return fit, eval_steps
+    return fit, min(int(cap), eval_steps)
 
 
 def build_posterior(inference: dict[str, Any]) -> PosteriorInference:
@@ -59,7 +93,8 @@ class LatentPriorModel(pl.LightningModule):
 
     Randomness in training comes from two generators per rank, both checkpointed: the
     posterior chains' (:meth:`langevin_rng`, seed * 1000 + rank) and the prior sampler's
-    (:meth:`prior_rng`, 2^32 + seed * 1000 + rank: an EBM prior's Langevin samples).
+    (:meth:`prior_rng`, 2^32 + seed * 1000 + rank: an EBM prior's Langevin samples). A
+    checkpoint holds every rank's states (``rng_states[rank]``), and each rank restores its own.
 
     Args:
         config: the resolved run config as a plain dict.
@@ -79,7 +114,8 @@ class LatentPriorModel(pl.LightningModule):
         self.posterior.prepare_generator(self.generator)
         self.automatic_optimization = False
         self._rngs: dict[str, torch.Generator] = {}
-        self._pending_rng_states: dict[str, torch.Tensor] = {}  # from a checkpoint
+        self._pending_rng_states: dict[int, dict[str, torch.Tensor]] = {}  # by rank
+        self._resumed_step = 0  # the global step of the checkpoint resumed from
         self.skipped_batches = 0
         if model_cfg.get("on_divergence", "stop") not in ("stop", "skip"):
             raise ValueError(
@@ -133,9 +169,11 @@ class LatentPriorModel(pl.LightningModule):
         *,
         autocast_dtype: torch.dtype | None = None,
         compile: bool | str = False,
+        training: bool = False,
     ) -> EnergyFn:
         """E(z) = ||mask * (x - g(z))||^2 / (2 sigma^2) - log p(z) of images x
-        (:func:`~lfbm_lightning.models.energy.posterior_energy_fn`)."""
+        (:func:`~lfbm_lightning.models.energy.posterior_energy_fn`); ``training``: with the
+        prior's ``training_log_prob``."""
         return posterior_energy_fn(
             x,
             self.generator,
@@ -144,6 +182,7 @@ class LatentPriorModel(pl.LightningModule):
             mask,
             autocast_dtype=autocast_dtype,
             compile=compile,
+            training=training,
         )
 
     def encode(
@@ -183,18 +222,44 @@ class LatentPriorModel(pl.LightningModule):
         mask: torch.Tensor | None = None,
         n_steps: int | None = None,
         *,
+        step_size: float | None = None,
         index: torch.Tensor | None = None,
+        seed: int | None = None,
+        z0: torch.Tensor | None = None,
+        fit: str = "protocol",
+        count: PassCount | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The inference method's reconstruction (:meth:`PosteriorInference.reconstruct`) of
-        images x (B, C, H, W), examples ``index`` (None: positions), seeded with ``seed``:
-        a deterministic function of (model, x, index) that never draws from the training
+        """The one reconstruction entry point (``val/mse``, the image grids and every task):
+        the inference method's :meth:`PosteriorInference.reconstruct` of images x (B, C, H, W).
+
+        A deterministic function of (model, x, index, seed) that never draws from the training
         noise stream (so evaluation cannot change a resumed run).
+
+        Args:
+            x: images (B, C, H, W).
+            mask: optional (B, 1, H, W), 1 = observed: only observed pixels enter the energy.
+            n_steps, step_size: the fit's steps and s (None: the method's evaluation chain,
+                ``inference.eval_steps`` = 20 K, and ``inference.eval_step_size``).
+            index: example indices (B,) that seed each chain's start (None: positions).
+            seed: the starts' seed (None: the run's ``seed``).
+            z0: the start (B, d) instead (None: the method's start of (x, index, seed)).
+            fit: ``protocol`` (noise-free Langevin) or ``fast`` (L-BFGS, :mod:`~.fit`).
+            count: adds the fit's generator passes.
 
         Returns:
             (x_hat (B, C, H, W), z (B, d)).
         """
         return self.posterior.reconstruct(
-            self, x, mask, index=index, seed=self.seed, n_steps=n_steps
+            self,
+            x,
+            mask,
+            index=index,
+            seed=self.seed if seed is None else seed,
+            n_steps=n_steps,
+            step_size=step_size,
+            z0=z0,
+            fit=fit,
+            count=count,
         )
 
     @torch.no_grad()
@@ -217,10 +282,13 @@ class LatentPriorModel(pl.LightningModule):
         for opt in optimizers:
             opt.zero_grad()
         diverged = self._first_non_finite(
-            {"z": z, "posterior energy": latents.energy, "loss": total}, skip_nan_energy=True
+            dict(zip(CHECKED_BEFORE_BACKWARD, (z, latents.energy, total), strict=True)),
+            skip_nan_energy=True,
         )
+        diverged = self._divergence_on_any_rank(diverged)  # all ranks back up, or none
         if diverged is None:
             self.manual_backward(total)
+            # the gradients are averaged over the ranks: the same verdict on every rank
             diverged = self._first_non_finite({"gradient": self._gradients()})
         if diverged is not None:
             return self._on_divergence(diverged, batch_idx)
@@ -266,6 +334,23 @@ class LatentPriorModel(pl.LightningModule):
                 return name
         return None
 
+    def _divergence_on_any_rank(self, local: str | None) -> str | None:
+        """This rank's non-finite quantity (or None), agreed on by every DDP rank.
+
+        Under DDP each rank's ``manual_backward`` all-reduces gradient buckets, so every rank
+        must take the same branch: if any rank found a non-finite quantity, all skip the batch
+        (or all stop). One all-gather of a code per rank; the first diverged rank is named,
+        e.g. ``"z on rank 1"``. Without a process group: ``local`` unchanged.
+        """
+        if self.trainer.world_size == 1:
+            return local
+        code = 0 if local is None else CHECKED_BEFORE_BACKWARD.index(local) + 1
+        codes = self.all_gather(torch.tensor(code, device=self.device)).flatten().tolist()
+        for rank, found in enumerate(codes):
+            if found:
+                return f"{CHECKED_BEFORE_BACKWARD[found - 1]} on rank {rank}"
+        return None
+
     def _on_divergence(self, quantity: str, batch_idx: int) -> torch.Tensor:
         """Stop the run (``model.on_divergence: stop``) or skip the batch (``skip``).
 
@@ -288,15 +373,42 @@ class LatentPriorModel(pl.LightningModule):
         return torch.tensor(float("nan"))
 
     def on_train_epoch_end(self) -> None:
+        """Fit an ex-post prior to the training codes (before the epoch's checkpoints are
+        written), then step the learning-rate schedulers."""
+        if self.prior.ex_post:
+            self.prior.fit_codes(self.training_codes())
         schedulers = self.lr_schedulers()
         if schedulers is None:
             return
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
 
+    @torch.no_grad()
+    def training_codes(self, batch_size: int = 256) -> torch.Tensor:
+        """The inference method's codes (:meth:`PosteriorInference.codes`) of every image of
+        the training split, in split order: (N_train, d). Every DDP rank encodes the whole
+        split, so a deterministic fit gives every rank the same prior."""
+        datamodule = self.trainer.datamodule
+        split = datamodule.splits["train"]
+        codes = []
+        for batch in torch.utils.data.DataLoader(split, batch_size=batch_size):
+            mask = batch.get("mask")
+            codes.append(
+                self.posterior.codes(
+                    self,
+                    batch["image"].to(self.device),
+                    None if mask is None else mask.to(self.device),
+                )
+            )
+        return torch.cat(codes)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x, mask = batch["image"], batch.get("mask")
-        x_hat, _ = self.reconstruct(x, mask, index=batch["index"])
+        sanity = self.trainer.sanity_checking
+        fit, steps = validation_fit(
+            self.config["model"].get("validation"), self.eval_chain_steps, sanity
+        )
+        x_hat, _ = self.reconstruct(x, mask, steps, index=batch["index"], fit=fit)
         mse = (x - x_hat).pow(2).flatten(1).mean(1)
         self.log("val/mse", mse.mean(), prog_bar=True, batch_size=x.shape[0], sync_dist=True)
 
@@ -319,35 +431,83 @@ class LatentPriorModel(pl.LightningModule):
         return optimizers, schedulers
 
     # ------------------------------------------------------------------ checkpoints
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """This rank's random streams: name -> state (uint8 CPU tensor)."""
+        return {
+            "langevin": self.langevin_rng().get_state(),
+            "prior": self.prior_rng().get_state(),
+            "torch": torch.get_rng_state(),
+        }
+
+    def _gather_rng_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        """Every rank's :meth:`_rng_states`, keyed by global rank (a collective under DDP:
+        Lightning builds a checkpoint on every rank and rank 0 writes it). The states of one
+        device type have one size, so each stream is one all-gather of (world size, n) bytes."""
+        local = self._rng_states()
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return {self.global_rank: local}
+        gathered = {
+            name: self.all_gather(state.to(self.device)).cpu() for name, state in local.items()
+        }
+        return {
+            rank: {name: states[rank].clone() for name, states in gathered.items()}
+            for rank in range(trainer.world_size)
+        }
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store what an exact resume needs beyond Lightning's own state: the chains' and the
-        prior sampler's noise streams, the global torch RNG (anything else that draws from
-        it), the skipped-batch count and the inference method's state (persistent chains)."""
-        checkpoint["langevin_rng_state"] = self.langevin_rng().get_state()
-        checkpoint["prior_rng_state"] = self.prior_rng().get_state()
-        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        """Store what an exact resume needs beyond Lightning's own state: every rank's chain
+        and prior-sampler noise streams and global torch RNG (``rng_states[rank]``), the
+        skipped-batch count and the inference method's state (persistent chains)."""
+        checkpoint["rng_states"] = self._gather_rng_states()
         checkpoint["skipped_batches"] = self.skipped_batches
         checkpoint["posterior"] = self.posterior.checkpoint_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_rng_states = {
-            key: checkpoint[key]
-            for key in ("langevin_rng_state", "prior_rng_state", "torch_rng_state")
-            if key in checkpoint
-        }
+        states = checkpoint.get("rng_states")
+        if states is None:  # a checkpoint of an earlier version: rank 0's streams only
+            old = {name: checkpoint.get(f"{name}_rng_state") for name in RNG_NAMES}
+            states = {0: {name: s for name, s in old.items() if s is not None}}
+        self._pending_rng_states = states
+        self._resumed_step = int(checkpoint.get("global_step", 0))
         self.skipped_batches = int(checkpoint.get("skipped_batches", 0))
         self.posterior.load_checkpoint_state(checkpoint.get("posterior", {}))
 
+    def _restore_rng(self, name: str, rng: torch.Generator, state: torch.Tensor) -> None:
+        """Set ``rng`` to a checkpointed ``state``; a state of another device type (a CUDA
+        generator's is 16 bytes, a CPU one's 5056) reseeds it instead, from its seed and the
+        checkpoint's global step, with a one-line warning: the resume goes on, not bit-exact."""
+        if state.numel() == rng.get_state().numel():
+            rng.set_state(state)
+            return
+        rng.manual_seed(item_seed(rng.initial_seed(), self._resumed_step))
+        log.warning(
+            "the checkpoint's %s noise state (%d bytes) is not for a %s generator: reseeded "
+            "from seed and global step %d (the resume is not exact)",
+            name,
+            state.numel(),
+            rng.device.type,
+            self._resumed_step,
+        )
+
     def on_fit_start(self) -> None:
-        """Create the per-rank generators on the model's device (restoring their states when
-        resuming) and let the inference method set up (persistent chains)."""
-        states, self._pending_rng_states = self._pending_rng_states, {}
-        for key, rng in (
-            ("langevin_rng_state", self.langevin_rng()),
-            ("prior_rng_state", self.prior_rng()),
-        ):
-            if key in states:
-                rng.set_state(states[key])
-        if "torch_rng_state" in states:
-            torch.set_rng_state(states["torch_rng_state"])
+        """Create the per-rank generators on the model's device (restoring this rank's states
+        when resuming) and let the inference method set up (persistent chains). A rank the
+        checkpoint has no states for (more ranks than when it was saved) keeps its fresh seeds,
+        with a warning."""
+        by_rank, self._pending_rng_states = self._pending_rng_states, {}
+        states = by_rank.get(self.global_rank)
+        if by_rank and states is None:
+            log.warning(
+                "the checkpoint has no random streams for rank %d (saved with ranks %s): it "
+                "starts from fresh seeds (the resume is not exact)",
+                self.global_rank,
+                sorted(by_rank),
+            )
+        states = states or {}
+        for name, rng in (("langevin", self.langevin_rng()), ("prior", self.prior_rng())):
+            if name in states:
+                self._restore_rng(name, rng, states[name])
+        if "torch" in states:
+            torch.set_rng_state(states["torch"])
         self.posterior.setup(self)

@@ -19,10 +19,14 @@ class Prior(nn.Module, ABC):
     Attributes:
         latent_dim: d, the size of the latent vector.
         normalized: True when ``log_prob`` is the exact normalised log-density; False for
-            energy-based priors whose ``log_prob`` is known only up to an additive constant.
+            energy-based priors whose ``log_prob`` is known only up to an additive constant,
+            and for priors whose ``log_prob`` is a lower bound (the two-stage VAE's ELBO).
+        ex_post: True for a density fitted to the training codes after each epoch
+            (:meth:`fit_codes`) rather than by gradient steps.
     """
 
     normalized: bool = True
+    ex_post: bool = False
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -38,6 +42,17 @@ class Prior(nn.Module, ABC):
     def sample(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
         """Draw n samples, shape (n, d), on the prior's device, from ``rng`` (a generator on
         that device; None: the global torch RNG)."""
+
+    def training_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """The log-density (B, d) -> (B,) the generator and inference are trained under: the
+        training chains' and the encoder's energies use it. ``log_prob`` itself by default; a
+        prior fitted after the first stage (two-stage VAE, RAE) trains that stage under
+        N(0, I) and keeps ``log_prob`` for sampling and evaluation."""
+        return self.log_prob(z)
+
+    def fit_codes(self, codes: torch.Tensor) -> None:
+        """Fit an ex-post prior to the training set's codes (N, d); only for ``ex_post``."""
+        raise NotImplementedError(f"{type(self).__name__} is not fitted ex post")
 
     def loss(self, z_posterior: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
         """Maximum-likelihood surrogate on posterior samples z of shape (B, d).

@@ -1,13 +1,9 @@
 """Image grids as PNG files and tensors: the one place that draws figures of images.
 
-A leaf module (it imports nothing from the package): training callbacks, evaluation tasks and
-benchmarks all draw their grids here. Images are (N, C, H, W) in [-1, 1].
-
-Every grid is readable on screen: images smaller than :data:`MIN_SIDE` pixels (8 x 8 digits,
-28 x 28 MNIST) are enlarged by an integer factor with nearest-neighbour sampling (no blur, each
-pixel a square), and a thin grey line of :data:`SEPARATOR` pixels separates the images.
-Figures that compare streams of images (original | occluded | reconstruction) label each
-column (:func:`save_comparison`).
+Images are (N, C, H, W) in [-1, 1]. Images smaller than :data:`MIN_SIDE` pixels are enlarged
+by an integer factor with nearest-neighbour sampling (each pixel a square), a grey line of
+:data:`SEPARATOR` pixels separates the images, and figures that compare streams of images
+(original | occluded | reconstruction) label each column (:func:`save_comparison`).
 """
 
 from __future__ import annotations

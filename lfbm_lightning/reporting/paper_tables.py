@@ -4,19 +4,22 @@ The published tables are data (``lfbm_lightning/reporting/published_results.yaml
 its top).
 A cell (row r, column c) of a table gathers the jobs of a sweep whose settings satisfy both
 the row's and the column's ``overrides`` (``prior=ebm`` and ``dataset.holdout_digit=4``): a
-config group is compared with the job's choice (``.hydra/hydra.yaml``), any other key with
-its resolved value (``.hydra/config.yaml``), and so are the table's own ``overrides`` except
-its ``dataset=`` (the paper's data set), so that the digits versions of a sweep fill the same
-table. A job whose config lists ``paper_stands_for: [key=value, ...]`` (the digits recovery
-jobs: a 4 px region stands for the paper's 30 px) satisfies those overrides instead of its own
-values for their keys. Each job's number is ``metrics.json[key]``, key the first of
-:func:`metric_keys` that the cell's jobs report (written by ``evaluate_after_fit``):
+config group is compared with the job's choice, any other key with its resolved value (as the
+job recorded them, :mod:`~lfbm_lightning.reporting.jobs`), and so are the table's own
+``overrides`` except its ``dataset=`` (the paper's data set), so that the digits versions of a
+sweep fill the same table. A job whose config lists ``paper_stands_for: [key=value, ...]``
+(the digits recovery jobs: a 4 px region stands for the paper's 30 px) satisfies those
+overrides instead of its own values for their keys. Each job's number is ``metrics.json[key]``,
+key the first of :func:`metric_keys` that the cell's jobs report (written by
+``evaluate_after_fit``):
 
 - one job: its value +/- its ``_sd`` (the spread over its evaluated checkpoints, the paper's
   +/- for the anomaly table), n = its ``<task>/n_checkpoints``;
 - several jobs (seeds): the mean +/- the sample standard deviation over the jobs, n = jobs.
 
-The ``chance`` row of the anomaly table shows the chance level of the jobs of its column.
+The ``chance`` row of the anomaly table shows the chance level of the jobs of its column. A
+row this repository has no model for says "not built" in its cells, with the reason under the
+table (the row's ``not_built``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from lfbm_lightning.reporting.jobs import Job
-from lfbm_lightning.reporting.markdown import mean_std
+from lfbm_lightning.reporting.markdown import mean_std, table_lines
 
 TASK_KEY = {
     "auprc": "anomaly/auprc",
@@ -55,11 +58,16 @@ def published_results() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def metric_keys(table: Mapping[str, Any], metric: str) -> tuple[str, ...]:
-    """The metrics.json keys that may hold ``metric`` for ``table``, preferred first: ``fid`` is
-    the FID of prior samples (``synthesis/fid``), in the recovery tables too (as the authors'
-    recovery code scores it); there a job that scored the recovered images instead
+def metric_keys(
+    table: Mapping[str, Any], metric: str, row: Mapping[str, Any] | None = None
+) -> tuple[str, ...]:
+    """The metrics.json keys that may hold ``metric`` for ``table``, preferred first: ``row``'s
+    own ``metric_keys`` if it names one (e.g. the VAE's -ELBO AUPRC ``anomaly/auprc_elbo``);
+    ``fid`` is the FID of prior samples (``synthesis/fid``), in the recovery tables too (as the
+    authors' recovery code scores it); there a job that scored the recovered images instead
     (``recovery.fid=true``) fills the cell from ``recovery/fid``."""
+    if row is not None and metric in (row.get("metric_keys") or {}):
+        return (row["metric_keys"][metric],)
     if metric == "fid":
         if table["group"].startswith("recovery"):
             return ("synthesis/fid", "recovery/fid")
@@ -77,12 +85,7 @@ class JobSettings:
 
     @classmethod
     def read(cls, job: Job) -> JobSettings:
-        hydra_file = job.path / ".hydra" / "hydra.yaml"
-        config_file = job.path / ".hydra" / "config.yaml"
-        hydra_cfg = yaml.safe_load(hydra_file.read_text()) if hydra_file.is_file() else {}
-        choices = (hydra_cfg or {}).get("hydra", {}).get("runtime", {}).get("choices", {})
-        config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-        return cls(job, dict(choices), OmegaConf.create(config or {}))
+        return cls(job, dict(job.choices), OmegaConf.create(job.config))
 
     def satisfies(self, override: str) -> bool:
         """Whether this job ran with ``key=value`` (a group choice or a config value)."""
@@ -98,7 +101,8 @@ class JobSettings:
 
 @dataclass
 class Cell:
-    """One cell: our mean, spread and count (None when no job fills it) and the paper's."""
+    """One cell: our mean, spread and count (None when no job fills it) and the paper's;
+    ``not_built``: why no model of the row exists here (None: it exists)."""
 
     ours: float | None
     spread: float | None
@@ -107,6 +111,7 @@ class Cell:
     published: float | None
     published_error: float | None
     key: str
+    not_built: str | None = None
 
 
 def our_number(jobs: Sequence[Job], key: str) -> tuple[float | None, float | None, int]:
@@ -132,7 +137,7 @@ def table_cells(
         for c, column in enumerate(table["columns"]):
             wanted = [o for o in table.get("overrides") or [] if not o.startswith("dataset=")]
             wanted += column.get("overrides") or []
-            keys = metric_keys(table, column["metric"])
+            keys = metric_keys(table, column["metric"], row)
             if row["key"] == CHANCE_ROW:
                 keys = (keys[0].split("/")[0] + "/chance_level",)
             elif row.get("overrides") is None:
@@ -150,14 +155,21 @@ def table_cells(
             key = (reported or keys)[0]
             ours, spread, n = our_number(matched, key)
             cells[row["key"], column["key"]] = Cell(
-                ours, spread, n, [str(j.path) for j in matched], row["values"][c], errors[c], key
+                ours,
+                spread,
+                n,
+                [str(j.path) for j in matched],
+                row["values"][c],
+                errors[c],
+                key,
+                row.get("not_built"),
             )
     return cells
 
 
 def format_pair(cell: Cell, decimals: int) -> str:
     """``ours ± spread (n N) / published ± error``; '–' for a side without a number."""
-    ours = "–"
+    ours = "not built" if cell.not_built else "–"
     if cell.ours is not None:
         ours = f"{cell.ours:.{decimals}f} ± {cell.spread:.{decimals}f} (n {cell.n})"
     paper = "–" if cell.published is None else f"{cell.published:.{decimals}f}"
@@ -179,8 +191,7 @@ def markdown(table: Mapping[str, Any], cells: Mapping[tuple[str, str], Cell]) ->
         header = [table["row_label"], *(c["label"] for c in columns)]
         body = [[r["label"], *text[i]] for i, r in enumerate(rows)]
     lines = [f"## {table['title']} ({table['id']})", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(line) + " |" for line in body]
+    lines += table_lines(header, body)
     note = "each cell: ours ± spread (n) / published"
     if table.get("errors_mean"):
         note += f" ± {table['errors_mean']}"
@@ -188,6 +199,7 @@ def markdown(table: Mapping[str, Any], cells: Mapping[tuple[str, str], Cell]) ->
     if fids:  # which FID (a job's metrics.json says what it scored: <task>/fid_of)
         note += f"; ours: {', '.join(fids)}"
     lines += ["", note + "; '–': no number."]
+    lines += [f"- {r['label']} not built: {r['not_built']}" for r in rows if r.get("not_built")]
     return "\n".join(lines) + "\n"
 
 
@@ -284,7 +296,6 @@ def job_evaluation(job_dir: Path) -> dict[str, str]:
 def sweep_tables(jobs: Sequence[Job]) -> list[str]:
     """The ``paper_tables`` an experiment config named (first job's config), or []."""
     for job in jobs:
-        config_file = job.path / ".hydra" / "config.yaml"
-        if config_file.is_file():
-            return list((yaml.safe_load(config_file.read_text()) or {}).get("paper_tables") or [])
+        if job.config:
+            return list(job.config.get("paper_tables") or [])
     return []

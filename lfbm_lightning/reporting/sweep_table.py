@@ -3,12 +3,12 @@
     lfbm-gather outputs/multiruns/2026-11-05/12-00-00
     lfbm-gather SWEEP_DIR --metrics val/mse train/loss --output table.md
 
-Every job directory under the sweep (any directory holding ``.hydra/overrides.yaml``) is one
-job: its overrides (``prior=flow``, ``seed=2``, ...) name its setting and seed, its
-``metrics.json`` holds its numbers. A setting is the overrides that differ between jobs, minus
-the keys averaged over (``seed`` by default); each row is one setting with n = the number of
-its jobs that wrote metrics. Jobs without ``metrics.json`` (failed or still running) are listed
-under the table.
+Every job directory under the sweep (:func:`~lfbm_lightning.reporting.jobs.read_jobs`) is one job:
+its overrides (``prior=flow``, ``seed=2``, ..., as its run recorded them in ``metrics.json``) name
+its setting and seed, its ``metrics.json`` holds its numbers. A setting is the overrides that
+differ between jobs, minus the keys averaged over (``seed`` by default); each row is one setting
+with n = the number of its jobs that wrote metrics. Jobs without ``metrics.json`` (failed or still
+running) are listed under the table.
 
 With ``--table anomaly_mnist`` (ids or groups of ``published_results.yaml``), or by default when
 the sweep's experiment names ``paper_tables``, the output is the paper's table instead, ours
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lfbm_lightning.reporting.jobs import Job, read_jobs
-from lfbm_lightning.reporting.markdown import mean_std
+from lfbm_lightning.reporting.markdown import mean_std, table_lines
 from lfbm_lightning.reporting.paper_tables import render, sweep_tables
 
 
@@ -75,11 +75,12 @@ def markdown_table(
     for job in jobs:
         rows.setdefault(tuple(job.overrides.get(k, "") for k in keys), []).append(job)
     header = [*keys, "n", *metrics] if keys else ["n", *metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for setting, members in rows.items():
         done = [job.metrics for job in members if job.metrics is not None]
         cells = [format_cell([m[name] for m in done if name in m]) for name in metrics]
-        lines.append("| " + " | ".join([*setting, str(len(done)), *cells]) + " |")
+        body.append([*setting, str(len(done)), *cells])
+    lines = table_lines(header, body)
     over_text = ", ".join(over) if over else "nothing"
     lines.append("")
     lines.append(f"{len(jobs)} jobs; mean ± std (ddof 1) over {over_text}; n jobs per row.")
@@ -109,7 +110,9 @@ def gather(argv: Sequence[str] | None = None) -> str:
     args = parser.parse_args(argv)
     jobs = read_jobs(args.sweep_dir, args.file)
     if not jobs:
-        parser.error(f"no job directories (with .hydra/overrides.yaml) under {args.sweep_dir}")
+        parser.error(
+            f"no job directories (a run's metrics.json or .hydra/) under {args.sweep_dir}"
+        )
     selected = [] if args.plain else (args.table or sweep_tables(jobs))
     if selected:
         try:

@@ -9,17 +9,20 @@ chosen by ``evaluate_checkpoint``: ``last``, the run's ``checkpoints/`` director
 last N epochs) and ``last.ckpt`` otherwise; ``fid_best``, the FID callback's checkpoint of the
 lowest FID (``callbacks.fid.best_checkpoint``), as the paper's FIDs were measured. The choice
 is recorded as ``"evaluated_checkpoint"``. ``evaluate_overrides`` (evaluate.py overrides, e.g.
-``[anomaly.n_steps=50, device=cpu]``) apply to every task.
+``[anomaly.n_steps=50]``) apply to every task. The tasks run on the job's training device,
+in one process or N: an evaluate ``device`` of another type in them is not used (a warning
+says so), and each task's ``metrics.json`` says which ran (``device``).
 
 The run's ``metrics.json`` then gains, per task ``t`` and number ``m`` it reports,
 ``"t/m"`` (the mean over the checkpoints), ``"t/m_sd"`` (their sample standard deviation, 0 for
 one checkpoint) and ``"t/n_checkpoints"``, ``"t/fid_of"`` (what a FID scored) where ``t`` gives
 one, and ``"evaluation": {t: "completed" | "failed: <the
-error>"}``: one failing task is reported in the row and the others still run.
+error>"}``: one failing task is reported in the row and the others still run;
+``"time/evaluate_after_fit_s"`` is the seconds all the tasks took.
 
 In a DDP job (an initialised process group of N > 1 ranks) every rank runs the tasks, inside
 the job's ``ddp_job_scope``, in its process group and on its own training device (the evaluate
-settings ``device``, ``devices`` and ``num_nodes`` are not used): each task shares its work out
+settings ``devices`` and ``num_nodes`` are not used): each task shares its work out
 over the N ranks exactly as ``evaluate.py devices=N`` does. After each task the ranks exchange
 their outcome (one ``all_gather_object``): an error on any rank fails the task on all
 (``"failed (rank r): <the error>"``, r the first failing rank), and every rank keeps rank 0's
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,8 +48,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from lfbm_lightning import CONF_DIR
+from lfbm_lightning.checks import is_number
 from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.run.evaluation import CHECKPOINT_PATTERN, TASK_DIR, evaluate, is_number
+from lfbm_lightning.run.config_checks import TASK_DIR, resolve_device
+from lfbm_lightning.run.evaluation import CHECKPOINT_PATTERN, evaluate
 from lfbm_lightning.runtime.checkpoint_io import atomic_write_text
 from lfbm_lightning.runtime.distributed import gather_lists, rank_and_world_size
 
@@ -141,11 +147,13 @@ def evaluate_after_fit(
         cfg: the training config.
         out_dir: the run directory (``metrics.json``, ``eval/<task>/``).
         ckpt_dir: the run's ``checkpoints/``.
-        device: this rank's device in a distributed job (the evaluate ``device`` otherwise).
+        device: the job's training device (this rank's in a distributed job); None: the
+            evaluate ``device``.
     """
     names = task_names(cfg)
     if not names:
         return {}
+    started = time.monotonic()
     rank, world_size = rank_and_world_size()
     if world_size > 1:
         dist.barrier()  # every rank sees the checkpoint rank 0 wrote
@@ -165,6 +173,7 @@ def evaluate_after_fit(
             status[name] = "completed"
     added["evaluation"] = status
     added["evaluated_checkpoint"] = str(ckpt)
+    added["time/evaluate_after_fit_s"] = time.monotonic() - started
     if rank == 0:
         metrics_path = out_dir / "metrics.json"
         record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -181,7 +190,16 @@ def run_one(
         eval_cfg = compose_evaluate([f"task={name}", *extra])
         eval_cfg.ckpt_path = str(ckpt)
         eval_cfg.paths.output_dir = str(out_dir)
-        if device is not None and rank_and_world_size()[1] > 1:
+        if device is not None:
+            named = str(eval_cfg.device)
+            if named != "auto" and resolve_device(named).type != device.type:
+                log.warning(
+                    "evaluate_after_fit: task %s runs on the job's training device %s, not "
+                    "on evaluate_overrides' device=%s",
+                    name,
+                    device,
+                    named,
+                )
             eval_cfg.device = str(device)
         return row_numbers(name, evaluate(eval_cfg)), None
     except Exception as err:  # noqa: BLE001 - reported in the row, the next task runs

@@ -25,8 +25,6 @@ from __future__ import annotations
 import glob
 import json
 import logging
-import math
-import statistics
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,16 +34,24 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 from lightning_fabric import Fabric
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 
-from lfbm_lightning import CONF_DIR
+from lfbm_lightning.checks import is_number
 from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.data.selection import relocate
 from lfbm_lightning.errors import CheckpointError, ConfigError
-from lfbm_lightning.metrics.fid import resolve_inception_weights
+from lfbm_lightning.metrics.inception import resolve_inception_weights
+from lfbm_lightning.reporting.markdown import mean_std, table_lines
+from lfbm_lightning.run.config_checks import (
+    check_evaluate_config,
+    check_process_counts,
+    resolve_device,
+)
 from lfbm_lightning.runtime.checkpoint_io import atomic_write_text
 from lfbm_lightning.runtime.checkpoints import load_model
 from lfbm_lightning.runtime.distributed import ddp_job_scope, rank_and_world_size
+from lfbm_lightning.runtime.job_record import record_hydra_files
 from lfbm_lightning.tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -53,82 +59,8 @@ log = logging.getLogger(__name__)
 INCEPTION_KEYS = ("fid", "kid", "isc")
 """Task settings that need the Inception network."""
 
-TASK_DIR = CONF_DIR / "task"
-"""The task config group: one ``<name>.yaml`` per task."""
-
 CHECKPOINT_PATTERN = "epoch-*.ckpt"
 """The checkpoints of a directory ``ckpt_path`` (``callbacks.keep_last_epochs``)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; anything else as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def check_device(name: Any) -> torch.device:
-    """The device ``device=name`` names, or a :class:`ConfigError` when torch cannot parse it
-    or this machine does not have it."""
-    allowed = "auto, cpu, cuda, cuda:<index>, mps"
-    try:
-        device = resolve_device(str(name))
-    except (RuntimeError, ValueError) as err:
-        raise ConfigError(f"device={name!r} is not a device: use one of {allowed}") from err
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (device.index is not None and device.index >= count):
-            raise ConfigError(
-                f"device={name} but this machine has {count} CUDA device(s): use device=cpu "
-                f"or device=auto (cuda when available)"
-            )
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={name} but MPS is not available: use device=cpu")
-    return device
-
-
-def check_int(value: Any, key: str, minimum: int, nullable: bool = False) -> None:
-    """A :class:`ConfigError` unless ``value`` is an integer >= ``minimum`` (or null)."""
-    if value is None and nullable:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"{'null or ' if nullable else ''}an integer >= {minimum}"
-        raise ConfigError(f"{key} must be {allowed}, got {value!r}")
-
-
-def check_positive(value: Any, key: str) -> None:
-    """A :class:`ConfigError` unless ``value`` is null or a finite number > 0."""
-    if value is None:
-        return
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{key} must be null or a number > 0, got {value!r}")
-
-
-def check_process_counts(cfg: DictConfig) -> tuple[int, int]:
-    """(devices, num_nodes) of ``cfg``, both integers >= 1, or a :class:`ConfigError`."""
-    for key in ("devices", "num_nodes"):
-        check_int(cfg.get(key, 1), key, 1)
-    return cfg.get("devices", 1), cfg.get("num_nodes", 1)
-
-
-def check_settings(cfg: DictConfig) -> None:
-    """Evaluate's own settings, before any model is loaded: a task, the process counts, the
-    device, the batch sizes, and the task's ``n_examples``, ``n_steps``, ``step_size``."""
-    if OmegaConf.is_missing(cfg.task, "name"):
-        names = sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
-        raise ConfigError(f"task=<name> is required, one of {names} (conf/task/<name>.yaml)")
-    check_process_counts(cfg)
-    check_device(cfg.device)
-    check_int(cfg.batch_size, "batch_size", 1, nullable=True)
-    settings = cfg[cfg.task.name]
-    name = cfg.task.name
-    for key, minimum in (("n_examples", 1), ("n_steps", 0), ("n_samples", 1)):
-        if key in settings:
-            check_int(settings[key], f"{name}.{key}", minimum, nullable=True)
-    if "step_size" in settings:
-        check_positive(settings.step_size, f"{name}.step_size")
-    check_int(cfg.metrics.batch_size, "metrics.batch_size", 1)
 
 
 @contextmanager
@@ -198,16 +130,11 @@ def shown(value: Any) -> str:
 
 def markdown_table(results: Mapping[str, Any], title: str) -> str:
     """A two-column Markdown table of the results under a heading (and the MSE scale note)."""
-    lines = [f"# {title}", "", "| quantity | value |", "|---|---|"]
-    lines += [f"| {key} | {shown(value)} |" for key, value in results.items()]
+    rows = [[key, shown(value)] for key, value in results.items()]
+    lines = [f"# {title}", "", *table_lines(["quantity", "value"], rows)]
     if any(key.startswith("mse") for key in results):
         lines += ["", MSE_NOTE]
     return "\n".join(lines) + "\n"
-
-
-def is_number(value: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def spread(per_checkpoint: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -217,9 +144,8 @@ def spread(per_checkpoint: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[st
     keys = [k for k in runs[0] if k != "processes" and all(is_number(r.get(k)) for r in runs)]
     out = {}
     for key in keys:
-        values = [float(r[key]) for r in runs]
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        out[key] = {"mean": statistics.fmean(values), "sd": sd}
+        mean, sd = mean_std([float(r[key]) for r in runs])
+        out[key] = {"mean": mean, "sd": sd}
     return out
 
 
@@ -228,14 +154,12 @@ def spread_table(
 ) -> str:
     """Markdown: one row per number, one column per checkpoint, then mean +/- sd."""
     names = list(per_checkpoint)
-    lines = [
-        "| quantity | " + " | ".join(names) + " | mean +/- sd |",
-        "|---|" + "---|" * (len(names) + 1),
+    rows = [
+        [key, *(shown(per_checkpoint[name][key]) for name in names)]
+        + [f"{s['mean']:.6g} +/- {s['sd']:.3g}"]
+        for key, s in stats.items()
     ]
-    for key, s in stats.items():
-        cells = [shown(per_checkpoint[name][key]) for name in names]
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {s['mean']:.6g} +/- {s['sd']:.3g} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(table_lines(["quantity", *names, "mean +/- sd"], rows)) + "\n"
 
 
 def run_task(cfg: DictConfig, ckpt: Path, device: torch.device, out_dir: Path) -> dict[str, Any]:
@@ -265,22 +189,55 @@ def run_task(cfg: DictConfig, ckpt: Path, device: torch.device, out_dir: Path) -
     return summary
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def check_output_dir_free(out_dir: Path) -> None:
+    """Refuse to evaluate into a directory that already holds files (a training run's, an
+    earlier evaluation's): an evaluation never replaces results. Log files (Hydra opens
+    ``evaluate.log`` before the job starts) do not count.
+
+    Raises:
+        ConfigError: naming the directory, a few of its files and the fix.
+    """
+    held = (
+        sorted(p.name for p in out_dir.iterdir() if p.suffix != ".log") if out_dir.is_dir() else []
+    )
+    if held:
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise ConfigError(
+            f"the output directory {out_dir} already holds {shown}: an evaluation never "
+            "replaces a run's files. Leave hydra.run.dir unset (each evaluation gets a new "
+            "outputs/eval/<task>/<date>/<time>) or set hydra.run.dir to a new directory"
+        )
+
+
+def evaluate(cfg: DictConfig, command: bool = False) -> dict[str, Any]:
     """Run the task ``cfg.task`` on the checkpoint(s) ``cfg.ckpt_path``; returns what the
     top-level ``metrics.json`` holds.
 
-    Checks that are cheap come first: evaluate's own settings (:func:`check_settings`), the
+    Checks that are cheap come first: evaluate's own settings
+    (:func:`~lfbm_lightning.run.config_checks.check_evaluate_config`), the
     checkpoint paths, then the Inception weights when the task needs them, so a wrong value
     fails before any process is started, model loaded or sample drawn. Every rank returns the
     summary; rank 0's holds the task's results (rank 0 alone computes the FID against the
     training set, KID and IS).
+
+    Args:
+        cfg: the composed ``conf/evaluate.yaml``.
+        command: the ``evaluate.py`` command's own run (not ``evaluate_after_fit``, which
+            re-scores into its run's ``eval/<task>/``): the output directory must hold no files
+            yet (:func:`check_output_dir_free`), and Hydra's ``.hydra/`` record is written once
+            the checks pass (:func:`~lfbm_lightning.runtime.job_record.record_hydra_files`).
     """
-    check_settings(cfg)
+    check_evaluate_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    first_process = command and rank_zero_only.rank == 0  # not a rank started by rank 0
+    if first_process:
+        check_output_dir_free(out_dir)
     ckpts, several = checkpoint_paths(str(cfg.ckpt_path))
     task_cfg = cfg[cfg.task.name]
     if any(task_cfg.get(key, False) for key in INCEPTION_KEYS):
         resolve_inception_weights(cfg.metrics.inception_weights, cfg.metrics.allow_download)
-    out_dir = Path(cfg.paths.output_dir)
+    if first_process:
+        record_hydra_files(cfg)
     with evaluation_ranks(cfg) as device:
         if not several:
             return run_task(cfg, ckpts[0], device, out_dir)

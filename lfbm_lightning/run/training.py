@@ -17,7 +17,9 @@ How a run ends is written to ``metrics.json`` as ``"status"``:
 
 ``"progress"`` holds ``epoch`` (Lightning's current epoch: the epochs done after a complete
 run, the 0-based epoch in progress after an interruption), ``epochs_completed``,
-``global_step`` and ``skipped_batches``.
+``global_step`` and ``skipped_batches``. After a completed fit it gains the seconds of this
+process: ``time/fit_s``, ``time/train_total_s``, ``time/val_total_s``
+(:mod:`lfbm_lightning.callbacks.timing`) and ``time/figures_s``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lfbm_lightning.callbacks.curves import csv_metrics_file, read_epoch_metrics
 from lfbm_lightning.callbacks.run_guards import CheckpointOnSigterm, SkippedBatchesGuard
+from lfbm_lightning.callbacks.timing import PhaseTimes
 from lfbm_lightning.errors import CheckpointError, DivergenceError, LfbmError
 from lfbm_lightning.generators import output_shape
 from lfbm_lightning.models import LatentPriorModel
@@ -54,7 +57,8 @@ from lfbm_lightning.runtime.checkpoints import (
     epochs_done,
     read_checkpoint,
 )
-from lfbm_lightning.runtime.distributed import ddp_job_scope
+from lfbm_lightning.runtime.distributed import ddp_job_scope, ddp_strategy, is_first_process
+from lfbm_lightning.runtime.job_record import job_settings, record_hydra_files
 from lfbm_lightning.runtime.run_dir import (
     append_csv_on_resume,
     check_epochs_left,
@@ -128,14 +132,17 @@ def describe_last_checkpoint(path: Path) -> str:
 def write_run_metrics(
     out_dir: Path, metrics: dict[str, float], status: str, trainer: pl.Trainer
 ) -> None:
-    """``metrics.json``: the final scalar metrics, ``status`` and ``progress`` (module doc)."""
+    """``metrics.json``: the final scalar metrics, ``status``, ``progress`` (module doc) and
+    the job's ``settings``, what ``lfbm-gather`` files the numbers under
+    (:func:`~lfbm_lightning.runtime.job_record.job_settings`)."""
     progress = {
         "epoch": trainer.current_epoch,
         "epochs_completed": trainer.fit_loop.epoch_progress.current.processed,
         "global_step": trainer.global_step,
         "skipped_batches": int(getattr(trainer.lightning_module, "skipped_batches", 0)),
     }
-    record = {**metrics, "status": status, "progress": progress}
+    settings = job_settings(trainer.lightning_module.config)
+    record = {**metrics, "status": status, "progress": progress, "settings": settings}
     try:
         atomic_write_text(out_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True))
     except OSError as err:  # e.g. the disk is full: the run's own error says more
@@ -167,7 +174,7 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
     check_task_names(cfg)  # evaluate_after_fit: an unknown task fails now, not after training
     checkpoint_choice(cfg)  # and evaluate_checkpoint=fid_best without its checkpoint
     out_dir = Path(cfg.paths.output_dir)
-    rank_zero = rank_zero_only.rank == 0
+    rank_zero = is_first_process()  # node n > 0 of a multi-node job is not, before fit too
     ckpt_path = cfg.get("ckpt_path")
     with lock_run_dir(out_dir, enabled=rank_zero):
         if rank_zero:
@@ -178,6 +185,8 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
             check_resume_compatible(config, ckpt_path, checkpoint)
             check_epochs_left(ckpt_path, epochs_done(checkpoint), cfg.trainer.max_epochs)
             del checkpoint
+        if rank_zero:  # the checks passed: now the directory may record this job
+            record_hydra_files(cfg)
         if rank_zero and OmegaConf.select(cfg, "extras.print_config", default=True):
             print_config_tree(cfg, out_dir / "config_tree.log", first=CONFIG_TREE_FIRST)
         return _fit(cfg, config, out_dir, ckpt_path, rank_zero)
@@ -198,26 +207,57 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
         instantiate(c) for c in cfg.get("callbacks", {}).values() if isinstance(c, DictConfig)
     ]
     sigterm = CheckpointOnSigterm(last)
-    callbacks += [SkippedBatchesGuard(cfg.model.get("max_skipped_fraction", 1.0)), sigterm]
+    times = PhaseTimes()
+    callbacks += [SkippedBatchesGuard(cfg.model.get("max_skipped_fraction", 1.0)), sigterm, times]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     if rank_zero and (ckpt_path or slurm_requeue_checkpoints(out_dir)):
         append_csv_on_resume(loggers)  # a resume, or Lightning's own after a SLURM requeue
+    strategy = ddp_strategy(cfg.trainer.strategy, cfg.get("ddp_timeout_min", 30))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        strategy=strategy,
     )
     started = time.monotonic()
     with ddp_job_scope(trainer.strategy):  # ranks join this (sweep) job; nothing leaks
         fit_and_record(trainer, model, datamodule, ckpt_path, out_dir, sigterm)
         metrics = scalar_metrics(trainer)
+        spent = times.totals() | {"time/figures_s": figure_seconds(callbacks)}
+        if trainer.is_global_zero:
+            add_run_metrics(out_dir, spent)
+        # evaluate_after_fit=[...]: every rank, in the job's process group, on its own device
+        metrics |= evaluate_after_fit(cfg, out_dir, last.parent, trainer.strategy.root_device)
         if trainer.is_global_zero:
             metrics_file = csv_metrics_file(loggers)
             per_epoch = read_epoch_metrics(metrics_file) if metrics_file else {}
             epochs = trainer.fit_loop.epoch_progress.current.processed
             wall = time.monotonic() - started
-            log.info("%s", run_summary(out_dir, "completed", wall, epochs, per_epoch, last))
-        # evaluate_after_fit=[...]: every rank, in the job's process group, on its own device
-        metrics |= evaluate_after_fit(cfg, out_dir, last.parent, trainer.strategy.root_device)
+            phases = {
+                "training": spent["time/train_total_s"],
+                "validation": spent["time/val_total_s"],
+                "figures": spent["time/figures_s"],
+                "evaluation": metrics.get("time/evaluate_after_fit_s", 0.0),
+            }
+            summary = run_summary(out_dir, "completed", wall, epochs, per_epoch, last, phases)
+            log.info("%s", summary)
     return model, metrics
+
+
+def figure_seconds(callbacks: list[pl.Callback]) -> float:
+    """Seconds the figure callbacks (image grids, curves) spent in this process."""
+    return sum(float(getattr(c, "seconds", 0.0)) for c in callbacks)
+
+
+def add_run_metrics(out_dir: Path, numbers: dict[str, float]) -> None:
+    """Add ``numbers`` to the run's ``metrics.json`` (written by :func:`write_run_metrics`)."""
+    path = out_dir / "metrics.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        atomic_write_text(path, json.dumps(record | numbers, indent=2, sort_keys=True))
+    except OSError as err:  # e.g. the disk is full
+        log.error("could not write %s: %s", path, err)
 
 
 def fit_and_record(

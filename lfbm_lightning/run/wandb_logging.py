@@ -1,18 +1,10 @@
 """Weights & Biases logging that never blocks or crashes a run (``logger=wandb``).
 
-:func:`wandb_logger` builds Lightning's ``WandbLogger`` with:
-
-- the mode decided when the run starts, on rank 0, by :func:`resolve_mode`: online only with
-  an API key and a reachable server, else offline (files under
-  ``<save_dir>/wandb/offline-run-*``, uploaded later with ``wandb sync``) with one warning per
-  process, so no login prompt can ever wait on stdin and no run waits on a dead network;
-- a short ``init_timeout``, and a second chance offline if ``wandb.init`` still fails;
-- in a Hydra multirun, the sweep directory as the W&B group and the job's overrides as the run
-  name, so the jobs of one sweep sit together in the dashboard;
-- ``wandb.finish()`` at the end of fit, so the next job of a sweep gets its own run.
-
-The config (the model's hyperparameters), metrics, image grids (``log_image``, uint8) and,
-with ``log_model``, checkpoints as artifacts are logged by Lightning and the callbacks.
+:func:`wandb_logger` builds Lightning's ``WandbLogger``: online only with an API key and a
+reachable server, decided once on rank 0 (:func:`resolve_mode`), else offline (``wandb sync``
+uploads later) with one warning, so no prompt waits on stdin; a short ``init_timeout`` and an
+offline retry; in a Hydra multirun the sweep directory is the W&B group and the job's overrides
+the run name; ``wandb.finish()`` at the end of fit, so each job of a sweep gets its own run.
 """
 
 from __future__ import annotations

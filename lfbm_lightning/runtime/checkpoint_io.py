@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -104,6 +105,24 @@ def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
         ) from err
 
 
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def load_failure(err: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` could not read a file, in one line and
+    without torch's advice to load it with ``weights_only=False`` (which runs whatever code a
+    crafted file holds): for a refused object, the object; otherwise the first line."""
+    text = ANSI_CODES.sub("", str(err))
+    refused = re.search(r"WeightsUnpickler error: (.*?)(?:\.? Please use|\n|$)", text)
+    if refused:
+        reason = f"it holds Python objects, not only tensors ({refused.group(1).strip()})"
+    else:
+        reason = (text.splitlines() or [""])[0].strip()
+        if "weights_only" in reason or "can still be loaded" in reason:
+            reason = "not loadable as tensors and plain containers"
+    return f"{type(err).__name__}: {reason[:200]}" if reason else type(err).__name__
+
+
 def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with a one-line error naming the file.
 
@@ -119,10 +138,9 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        detail = (str(err).splitlines() or [""])[0][:200]  # an empty file: a bare EOFError
         raise CheckpointError(
             f"could not read checkpoint {path}: the file is empty, truncated, corrupt or not "
-            f"a PyTorch checkpoint ({type(err).__name__}{': ' + detail if detail else ''})"
+            f"a PyTorch checkpoint ({load_failure(err)})"
         ) from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from lfbm_lightning.errors import CheckpointError
+from lfbm_lightning.errors import CheckpointError, ResumeMismatch
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.runtime.checkpoint_io import safe_load
 
@@ -36,6 +36,40 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
+SHOWN_KEYS = 3
+"""Keys named per kind of difference in :func:`state_dict_differences`."""
+
+
+def _shape(value: Any) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def state_dict_differences(model: dict[str, Any], stored: dict[str, Any]) -> str:
+    """How the stored weights ``stored`` differ from the ``model``'s state dict, in one line:
+    per kind (keys the checkpoint lacks, keys the model lacks, tensors of another shape) the
+    count and the first :data:`SHOWN_KEYS` keys with their shapes; '' when they fit."""
+    missing = [k for k in model if k not in stored]
+    unexpected = [k for k in stored if k not in model]
+    reshaped = [k for k in model if k in stored and _shape(model[k]) != _shape(stored[k])]
+    parts = []
+    for keys, what, show in (
+        (missing, "missing from the checkpoint", lambda k: f"{k} {_shape(model[k])}"),
+        (unexpected, "not in the model", lambda k: f"{k} {_shape(stored[k])}"),
+        (
+            reshaped,
+            "of another shape",
+            lambda k: (
+                f"{k} {_shape(stored[k])} in the checkpoint, {_shape(model[k])} in the model"
+            ),
+        ),
+    ):
+        if keys:
+            more = f", ... ({len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else ""
+            shown = ", ".join(show(k) for k in keys[:SHOWN_KEYS])
+            parts.append(f"{len(keys)} key(s) {what}: {shown}{more}")
+    return "; ".join(parts)
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LatentPriorModel:
     """Rebuild the model from the checkpoint alone (config + weights), in eval mode.
 
@@ -45,24 +79,25 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> La
     """
     checkpoint = read_checkpoint(path, map_location)
     model = LatentPriorModel(checkpoint["hyper_parameters"]["config"])
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
+    differences = state_dict_differences(model.state_dict(), checkpoint["state_dict"])
+    if differences:
         raise CheckpointError(
-            f"{path}: its weights do not fit the model its config describes: "
-            f"{str(err).splitlines()[0][:300]}"
-        ) from err
+            f"{path}: its weights do not fit the model its stored config describes: {differences}"
+        )
+    model.load_state_dict(checkpoint["state_dict"])
     model.on_load_checkpoint(checkpoint)
     return model.to(map_location).eval()
 
 
 # Config sections that may change when a run is resumed: where things are written and read,
-# how long to train, what is logged. Everything else must match the checkpoint's config.
-RESUMABLE_CHANGES = ("ckpt_path", "paths", "trainer", "logger", "callbacks")
+# how long to train, what is logged, how long DDP ranks wait for each other. Everything else
+# must match the checkpoint's config.
+RESUMABLE_CHANGES = ("ckpt_path", "paths", "trainer", "logger", "callbacks", "ddp_timeout_min")
 RESUMABLE_DATASET_KEYS = ("root", "download", "num_workers", "pin_memory", "persistent_workers")
 # What to do about non-finite batches does not change the model: a diverged run may be resumed
-# with model.on_divergence=skip (the advice of its error message).
-RESUMABLE_MODEL_KEYS = ("on_divergence", "max_skipped_fraction")
+# with model.on_divergence=skip (the advice of its error message). Nor does how val/mse is
+# monitored (model.validation).
+RESUMABLE_MODEL_KEYS = ("on_divergence", "max_skipped_fraction", "validation")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -90,7 +125,7 @@ def epochs_done(checkpoint: dict[str, Any]) -> int:
 def check_resume_compatible(
     config: dict[str, Any], path: str | Path, checkpoint: dict[str, Any] | None = None
 ) -> None:
-    """Raise :class:`CheckpointError` when resuming ``path`` under ``config`` would change the
+    """Raise :class:`ResumeMismatch` when resuming ``path`` under ``config`` would change the
     model, the data or the training recipe (the same command plus ``ckpt_path=...`` is the way
     to resume; only paths, trainer limits, loggers and callbacks may differ).
 
@@ -115,8 +150,10 @@ def check_resume_compatible(
     differing = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
     if differing:
         shown = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in differing[:8])
-        raise CheckpointError(
+        raise ResumeMismatch(
             f"cannot resume {path}: the run config differs from the checkpoint's in {shown}. "
             "Resume with the original command plus ckpt_path=... (only paths, trainer, logger, "
-            "callbacks, model.on_divergence and model.max_skipped_fraction may change)"
+            "callbacks, ddp_timeout_min, model.on_divergence, model.max_skipped_fraction and "
+            "model.validation may "
+            "change)"
         )

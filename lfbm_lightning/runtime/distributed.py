@@ -32,6 +32,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -39,7 +40,11 @@ import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from lightning_fabric.strategies.launchers import subprocess_script as fabric_launcher
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers import subprocess_script as pl_launcher
+from pytorch_lightning.utilities import rank_zero_only
+
+from lfbm_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,32 @@ def rank_and_world_size() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def is_first_process() -> bool:
+    """Whether this process will be global rank 0 of its job, known before any process group.
+
+    Lightning's ``rank_zero_only.rank`` is read from ``RANK``, ``LOCAL_RANK`` or
+    ``SLURM_PROCID`` until the strategy is set up; the process a user starts on node n > 0 of a
+    multi-node job (``NODE_RANK=n``, docs/scaling.md) has none of them, so it also reads 0.
+    Rank 0 is the first process of node 0: ``NODE_RANK`` (or torchrun's ``GROUP_RANK``) 0.
+    """
+    node_rank = os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or "0"
+    return rank_zero_only.rank == 0 and int(node_rank) == 0
+
+
+def ddp_strategy(strategy: Any, timeout_min: float) -> Any:
+    """``trainer.strategy`` with the process group's timeout (``ddp_timeout_min``): the name
+    ``ddp`` becomes ``DDPStrategy(timeout=...)``, anything else is returned as it is.
+
+    A rank waits at most this long in a collective (for a rank that crashed, or for work that
+    one rank does alone) before the job fails; Lightning's default is 30 minutes.
+    """
+    if strategy != "ddp":
+        return strategy
+    if not timeout_min > 0:
+        raise ConfigError(f"ddp_timeout_min must be a number of minutes > 0, got {timeout_min}")
+    return DDPStrategy(timeout=timedelta(minutes=timeout_min))
 
 
 def shard_indices(n: int, rank: int | None = None, world_size: int | None = None) -> range:

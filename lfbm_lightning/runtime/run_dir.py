@@ -11,8 +11,9 @@ a resume that appends to the earlier run's records.
 - :func:`append_csv_on_resume` makes Lightning's CSV logger append to ``csv/metrics.csv``
   instead of deleting it when a resumed run starts logging.
 
-All checks happen before anything is written, so a refused run deletes and truncates nothing
-(Hydra's own ``.hydra/*.yaml`` aside, which it writes before the job starts).
+All checks happen before anything is written, so a refused run deletes and truncates nothing;
+``.hydra/*.yaml`` too is written only after them
+(:mod:`lfbm_lightning.runtime.job_record`).
 """
 
 from __future__ import annotations

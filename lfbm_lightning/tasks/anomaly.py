@@ -7,6 +7,8 @@ scores (higher = more anomalous), each a column of ``per_example.csv``:
   ||x - g(z)||^2 / (2 sigma^2) - log p(z) = -log p(x, z) + const;
 - ``reconstruction`` (``score_reconstruction``): ||x - g(z)||^2 / (2 sigma^2) alone;
 - ``prior`` (``score_prior``): -log p(z) alone;
+- ``elbo`` (``score_elbo``, models with an encoder q(z|x) only, skipped for others): -ELBO(x),
+  ``elbo_samples`` reparameterised draws per image from q (the VAE row's score), no fit;
 - ``marginal`` (``score_marginal``, with its Monte-Carlo standard error ``score_marginal_se``):
   -log p(x), importance sampled as in ``task=likelihood``
   (:func:`lfbm_lightning.tasks.likelihood.image_log_likelihood`), its first proposal chain
@@ -38,9 +40,9 @@ from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.metrics.precision_recall import anomaly_report
 from lfbm_lightning.models.energy import reconstruction_energy
+from lfbm_lightning.reporting.markdown import table_lines
 from lfbm_lightning.runtime.distributed import rank_and_world_size
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.likelihood import image_log_likelihood, proposal_chain
 from lfbm_lightning.tasks.task import ExampleTask
 
@@ -52,6 +54,7 @@ SCORES = {  # score name -> (per_example.csv column, what it is: Markdown, matpl
         r"$\|x - g(z)\|^2 / 2\sigma^2$",
     ),
     "prior": ("score_prior", "-log p(z)", r"$-\log p(z)$"),
+    "elbo": ("score_elbo", "-ELBO(x), encoder q(z|x)", r"$-\mathrm{ELBO}(x)$"),
     "marginal": ("score_marginal", "-log p(x), importance sampled", r"$-\log p(x)$, imp. sampled"),
 }
 
@@ -115,19 +118,15 @@ def plot_pr_curves(
 
 def scores_table(names: list[str], results: dict[str, Any]) -> str:
     """Markdown: one row per score, AUPRC, average precision and passes per image."""
-    lines = [
-        f"# anomaly scores, held-out digit {results['holdout_digit']}",
-        "",
-        "| score | AUPRC | average precision | passes / image |",
-        "|---|---|---|---|",
-    ]
+    rows = []
     for name in names:
         auprc = results["auprc" if name == "joint" else f"auprc_{name}"]
         ap = results["average_precision" if name == "joint" else f"ap_{name}"]
-        lines.append(
-            f"| {name}: {SCORES[name][1]} | {auprc:.4f} | {ap:.4f} "
-            f"| {results[f'passes_{name}']:.1f} |"
-        )
+        passes = results[f"passes_{name}"]
+        rows.append([f"{name}: {SCORES[name][1]}", f"{auprc:.4f}", f"{ap:.4f}", f"{passes:.1f}"])
+    header = ["score", "AUPRC", "average precision", "passes / image"]
+    lines = [f"# anomaly scores, held-out digit {results['holdout_digit']}", ""]
+    lines += table_lines(header, rows)
     lines += [
         "",
         f"chance level (anomaly fraction): {results['chance_level']:.4f}, "
@@ -156,8 +155,11 @@ class Anomaly(ExampleTask):
     def check(self) -> None:
         self.digit = check_holdout(self.datamodule)
         self.scores = check_scores(self.settings.scores)
-        self.n_steps, self.step_size = chain_settings(
-            self.model, self.settings.n_steps, self.settings.step_size
+        if not self.model.posterior.has_elbo and "elbo" in self.scores:
+            self.scores.remove("elbo")  # no encoder q(z|x): the score does not exist
+        self.elbo_samples = int(self.settings.get("elbo_samples", 16))
+        self.n_steps, self.step_size = self.model.posterior.eval_settings(
+            self.settings.n_steps, self.settings.step_size
         )
         self.marginal = self.settings.marginal
         if "marginal" in self.scores:
@@ -171,6 +173,8 @@ class Anomaly(ExampleTask):
         and K importance samples. Collective in DDP (every rank calls it)."""
         fit = self.fit_results().get("passes_per_fit", self.n_steps) + 1
         out = {name: fit for name in self.scores if name != "marginal"}
+        if "elbo" in self.scores:
+            out["elbo"] = float(self.elbo_samples)  # draws decoded; no fit
         if "marginal" in self.scores:
             chains = int(self.marginal.n_chains)
             steps = proposal_chain(self.model, self.marginal)[0]
@@ -180,10 +184,8 @@ class Anomaly(ExampleTask):
 
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
-        z0 = start_latents(self.model, batch["index"], self.cfg.seed)
-        x_hat, z = reconstruct(
-            self.model, x, self.n_steps, self.step_size, z0=z0, fit=self.fit, count=self.count
-        )
+        steps = {"n_steps": self.n_steps, "step_size": self.step_size}
+        x_hat, z = self.model.reconstruct(x, index=batch["index"], **steps, **self.fit_options)
         with torch.no_grad():
             energy = reconstruction_energy(x, x_hat, self.model.sigma).double()
             log_prior = self.model.prior.log_prob(z).double()
@@ -193,6 +195,11 @@ class Anomaly(ExampleTask):
             columns["score_reconstruction"] = energy
         if "prior" in self.scores:
             columns["score_prior"] = -log_prior
+        if "elbo" in self.scores:
+            elbo = self.model.posterior.elbo(
+                self.model, x, None, batch["index"], self.cfg.seed, self.elbo_samples
+            )
+            columns["score_elbo"] = -elbo.double()
         if "marginal" in self.scores:
             estimate = image_log_likelihood(self.model, x, self.marginal, self.rng, start=z)
             columns["score_marginal"] = -estimate.log_px

@@ -18,9 +18,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.data.selection import select_examples
-from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.runtime.distributed import gather_lists, shard_indices
 
 
@@ -28,8 +28,7 @@ def split_examples(
     datamodule: ImageDataModule, split: str, n_examples: int | None, seed: int
 ) -> Dataset:
     """Items of ``datamodule.splits[split]``, subsampled as :func:`select_examples` does."""
-    if split not in datamodule.splits:
-        raise ConfigError(f"split must be one of {sorted(datamodule.splits)}, got {split!r}")
+    check_choice("split", split, sorted(datamodule.splits))
     return select_examples(datamodule.splits[split], n_examples, seed)
 
 

@@ -20,7 +20,6 @@ import torch
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.metrics.mse import per_image_mse
 from lfbm_lightning.reporting.image_grids import save_comparison, with_hole
-from lfbm_lightning.tasks.common import reconstruct
 from lfbm_lightning.tasks.outputs import FirstImages
 from lfbm_lightning.tasks.task import ExampleTask, mean
 
@@ -95,8 +94,8 @@ class Inpainting(ExampleTask):
         for restart in range(self.settings.n_restarts):
             z0 = self.model.prior.sample(x.shape[0])
             n_steps, step_size = self.settings.n_steps, self.settings.step_size
-            g, _ = reconstruct(
-                self.model, x, n_steps, step_size, mask, z0, fit=self.fit, count=self.count
+            g, _ = self.model.reconstruct(
+                x, mask, n_steps, step_size=step_size, z0=z0, **self.fit_options
             )
             filled = x * mask + g * (1.0 - mask)
             scores = [

@@ -1,38 +1,12 @@
 """Held-out log-likelihood log p(x) by importance sampling, for every prior.
 
-The model's marginal likelihood, with the Gaussian observation model written out in full,
-
-    log p(x) = log E_{z ~ p(z)}[N(x; g(z), sigma^2 I_D)],
-    log N(x; g(z), sigma^2 I) = -|x - g(z)|^2 / (2 sigma^2) - (D / 2) log(2 pi sigma^2),
-
-is estimated per image with K importance samples (:mod:`lfbm_lightning.inference.importance`)
-from a proposal built around the posterior:
-
-1. M Langevin chains per image on E(z) = -log p(x, z) + const (noise off by default: gradient
-   descent to posterior modes), started from N(0, I); a model with an encoder starts its first
-   chain at the encoder's mean;
-2. at every endpoint z_m the Gauss-Newton precision J^T J / sigma^2 + I of the posterior;
-3. q(z | x) = a mixture of one multivariate Student-t per endpoint (scale = inflation^2 x the
-   Laplace covariance, ``df`` degrees of freedom) plus a defensive N(0, I) of weight a.
-
-Several chains from random starts put components on every posterior mode they find; the
-heavy tails, the inflation and the defensive component keep the weights bounded. Whatever the
-proposal, E[log p_K(x)] <= log p(x) (a stochastic lower bound, tight as K grows); the ESS and
-the Monte-Carlo standard error per image say how close.
-
-Energy-based prior p(z) = exp(-E_a(z)) N(z; 0, I) / Z: its ``log_prob`` lacks -log Z, so
-log Z = log E_{N(0, I)}[exp(-E_a(z))] is estimated by Monte Carlo (``log_z_samples`` draws)
-and subtracted; the result is labelled as resting on an estimate (its standard error is
-reported, and E[log Z_n] <= log Z slightly favours the EBM). When that standard error exceeds
-``max_log_z_se``, log p(x) is reported as unavailable (None) instead.
-
-Units: nats per image, and bits per dimension bpd = -log p(x) / (D ln 2), a density of the
-continuous images on the [-1, 1] scale, without dequantisation (so not comparable with the
-bpd of discrete 8-bit data). Means over images come with their standard error over images.
-
-Options (``conf/task/likelihood.yaml``, node ``likelihood``): ``split``, ``n_examples``,
-``n_samples``, ``n_chains``, ``n_steps``, ``step_size``, ``noise``, ``inflation``, ``df``,
-``defensive_weight``, ``chunk``, ``log_z_samples``, ``max_log_z_se``.
+log p(x) = log E_{z ~ p(z)}[N(x; g(z), sigma^2 I_D)] is estimated per image with K importance
+samples (:mod:`lfbm_lightning.inference.importance`) from a proposal built at the endpoints of
+M posterior chains. E[log p_K(x)] <= log p(x); the ESS and the Monte-Carlo standard error per
+image say how close. For an EBM prior log Z is estimated by Monte Carlo and subtracted (None
+when its standard error exceeds ``max_log_z_se``). Units: nats per image and bits per dimension
+on the continuous [-1, 1] scale. Options: ``conf/task/likelihood.yaml``; the estimator, its
+proposal and its caveats: docs/likelihood.md.
 """
 
 from __future__ import annotations
@@ -44,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from lfbm_lightning.densities import gaussian_log_likelihood
+from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference.importance import (
     ImportanceEstimate,
     LogNormalizer,
@@ -67,9 +42,16 @@ BPD_NOTE = (
 def prior_log_normalizer(
     model: LatentPriorModel, settings: DictConfig, rng: torch.Generator
 ) -> LogNormalizer | None:
-    """None for a normalised prior; for an energy-based one, the Monte-Carlo log Z."""
+    """None for a normalised prior; for an energy-based one, the Monte-Carlo log Z; a prior
+    whose log_prob is a bound (the two-stage VAE's ELBO) is refused."""
     if model.prior.normalized:
         return None
+    if not hasattr(model.prior, "energy"):
+        raise ConfigError(
+            f"task=likelihood needs a normalised or energy-based prior; "
+            f"{type(model.prior).__name__}'s log p(z) is a lower bound (an ELBO), so log p(x) "
+            "would be one too"
+        )
     return tilt_log_normalizer(
         model.prior.energy,
         model.latent_dim,

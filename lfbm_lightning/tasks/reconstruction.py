@@ -18,7 +18,6 @@ import torch
 
 from lfbm_lightning.metrics.mse import per_image_mse
 from lfbm_lightning.reporting.image_grids import save_comparison
-from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.outputs import FirstImages
 from lfbm_lightning.tasks.task import ExampleTask, mean
 
@@ -37,17 +36,15 @@ class Reconstruction(ExampleTask):
     files = ("per_example.csv", "reconstructions.png")
 
     def check(self) -> None:
-        self.n_steps, self.step_size = chain_settings(
-            self.model, self.settings.n_steps, self.settings.step_size
+        self.n_steps, self.step_size = self.model.posterior.eval_settings(
+            self.settings.n_steps, self.settings.step_size
         )
         self.shown = FirstImages(self.settings.grid_size)
 
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
-        z0 = start_latents(self.model, batch["index"], self.cfg.seed)
-        x_hat, _ = reconstruct(
-            self.model, x, self.n_steps, self.step_size, z0=z0, fit=self.fit, count=self.count
-        )
+        steps = {"n_steps": self.n_steps, "step_size": self.step_size}
+        x_hat, _ = self.model.reconstruct(x, index=batch["index"], **steps, **self.fit_options)
         mse = per_image_mse(x, x_hat).tolist()
         mse_01 = per_image_mse(x, x_hat, scale="[0,1]").tolist()
         self.shown.add(x, x_hat)

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.metrics.fid import FeatureMoments, frechet_distance
 from lfbm_lightning.metrics.fid_statistics import (
@@ -41,7 +42,6 @@ from lfbm_lightning.metrics.fid_statistics import (
 from lfbm_lightning.metrics.mse import per_image_mse
 from lfbm_lightning.reporting.image_grids import save_comparison, with_hole
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks.common import chain_settings, reconstruct, start_latents
 from lfbm_lightning.tasks.outputs import FirstImages, is_writer
 from lfbm_lightning.tasks.task import ExampleTask
 
@@ -88,12 +88,10 @@ class Recovery(ExampleTask):
                 "(train.py dataset.occlusion.kind=salt_pepper|single_region); this "
                 f"checkpoint's dataset.occlusion.kind is {kind!r}"
             )
-        self.chain = str(self.settings.chain)
-        if self.chain not in CHAINS:
-            raise ConfigError(f"recovery.chain must be one of {list(CHAINS)}, got {self.chain!r}")
+        self.chain = check_choice("recovery.chain", str(self.settings.chain), CHAINS)
         n_steps, step_size = self.settings.n_steps, self.settings.step_size
         if self.chain == "fit":
-            self.n_steps, self.step_size = chain_settings(self.model, n_steps, step_size)
+            self.n_steps, self.step_size = self.model.posterior.eval_settings(n_steps, step_size)
         else:
             inference = self.model.inference_cfg
             self.n_steps = self.model.chain_steps if n_steps is None else int(n_steps)
@@ -107,18 +105,10 @@ class Recovery(ExampleTask):
 
     def recover(self, x: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """g(z) (B, C, H, W) of z inferred from the observed pixels of x by the chosen chain."""
-        z0 = start_latents(self.model, index, self.cfg.seed)
         if self.chain == "fit":
-            return reconstruct(
-                self.model,
-                x,
-                self.n_steps,
-                self.step_size,
-                mask,
-                z0,
-                fit=self.fit,
-                count=self.count,
-            )[0]
+            steps = {"n_steps": self.n_steps, "step_size": self.step_size}
+            return self.model.reconstruct(x, mask, index=index, **steps, **self.fit_options)[0]
+        z0 = self.model.posterior.seeded_start(self.model, index, self.cfg.seed)
         seed = item_seed(self.cfg.seed, int(index[0]))
         rng = torch.Generator(device=x.device).manual_seed(seed)
         z = self.model.infer(
@@ -147,9 +137,7 @@ class Recovery(ExampleTask):
 
     def fid_results(self) -> dict[str, Any]:
         """FID of the recovered images of every rank against the training set (rank 0)."""
-        stats = pooled_stats(self.moments)  # a collective: every rank calls it
-        if not is_writer():
-            return {}
+        stats = pooled_stats(self.moments)  # collectives: every rank calls them
         reference = training_reference_stats(
             self.model.config,
             self.datamodule.splits["train"],
@@ -157,6 +145,8 @@ class Recovery(ExampleTask):
             self.inception,
             self.cfg.metrics.reference_images,
         )
+        if not is_writer():
+            return {}
         return {
             "fid": frechet_distance(stats, reference),
             "fid_of": FID_OF,

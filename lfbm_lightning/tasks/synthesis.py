@@ -49,20 +49,21 @@ class Synthesis(Task):
 
     def fid_results(self, inception: InceptionSettings) -> dict[str, Any]:
         """FID of ``n_samples`` prior samples against the training set, with the counts
-        (every rank draws its share of the samples; rank 0 scores them, the others get {})."""
+        (every rank draws its share of the samples and features its share of an uncached
+        reference; rank 0 scores them, the others get {})."""
         model, settings, metrics = self.model, self.settings, self.cfg.metrics
         samples = sample_stats(
             model, settings.n_samples, settings.sample_batch_size, inception, self.cfg.seed
         )
-        if not is_writer():
-            return {}
-        reference = training_reference_stats(
+        reference = training_reference_stats(  # a collective: every rank its share
             model.config,
             self.datamodule.splits["train"],
             metrics.stats_dir,
             inception,
             metrics.reference_images,
         )
+        if not is_writer():
+            return {}
         return {
             "fid": frechet_distance(samples, reference),
             "fid_of": FID_OF,

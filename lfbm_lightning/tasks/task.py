@@ -21,8 +21,9 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
+from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.data_module import ImageDataModule
-from lfbm_lightning.inference.fit import PassCount, check_fit
+from lfbm_lightning.inference.fit import FITS, PassCount
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.runtime.distributed import gather_lists
 from lfbm_lightning.tasks.examples import (
@@ -57,12 +58,16 @@ class Task:
         self.out_dir = Path(out_dir)
         self.name = str(cfg.task.name)
         self.settings = cfg[self.name]
-        self.fit = check_fit(str(self.settings.get("fit") or "protocol"), f"{self.name}.fit")
+        fit = str(self.settings.get("fit") or "protocol")
+        self.fit = check_choice(f"{self.name}.fit", fit, FITS)
         """How the task's evaluation chains fit z: ``protocol`` (the paper's noise-free
         Langevin, the default) or ``fast`` (:mod:`lfbm_lightning.inference.fit`), from the
         task's ``fit`` option; pass it and :attr:`count` to the fits."""
         self.count = PassCount()
         """Generator passes of this rank's fits."""
+        self.fit_options = {"seed": int(cfg.seed), "fit": self.fit, "count": self.count}
+        """Keyword arguments of every ``model.reconstruct`` of the task: chain starts seeded
+        with the evaluation seed (and each example's index), :attr:`fit`, :attr:`count`."""
 
     def fit_results(self) -> dict[str, Any]:
         """``fit``, ``generator_passes`` and ``passes_per_fit`` summed over every rank's fits;

@@ -1,6 +1,6 @@
 """Fixtures writing tiny data sets in each one's real on-disk format (torchvision layouts).
 
-Each data set's module writes its own toy copy (``write_toy_files``); each fixture returns a
+Each data set's toy copy is written by ``tests/helpers/toy_files.py``; each fixture returns a
 :class:`FakeData`: the data directory and, per split, the exact arrays that were written
 (images uint8 (N, C, H, W), labels int64 (N,)), so tests can check what the readers give back.
 """
@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lfbm_lightning.data import celeba, cifar10, mnist, svhn
+from lfbm_lightning.data import celeba, mnist
+from tests.helpers import toy_files
 
 
 @dataclass
@@ -36,31 +37,31 @@ class FakeData:
 @pytest.fixture
 def cifar10_root(tmp_path: Path) -> FakeData:
     """CIFAR-10 python pickles: 5 train batches of 2 images and a test batch of 3."""
-    return FakeData(tmp_path, cifar10.write_toy_files(tmp_path))
+    return FakeData(tmp_path, toy_files.write_cifar10(tmp_path))
 
 
 @pytest.fixture
 def svhn_root(tmp_path: Path) -> FakeData:
     """SVHN .mat files ('X' (32, 32, 3, N) uint8, 'y' (N, 1) with 10 for digit 0)."""
-    return FakeData(tmp_path, svhn.write_toy_files(tmp_path))
+    return FakeData(tmp_path, toy_files.write_svhn(tmp_path))
 
 
 @pytest.fixture(params=["plain", "gz"])
 def mnist_root(request: pytest.FixtureRequest, tmp_path: Path) -> FakeData:
     """MNIST idx files (4 train and 3 test images), plain or gzipped."""
-    return FakeData(tmp_path, mnist.write_toy_files(tmp_path, gz=request.param == "gz"))
+    return FakeData(tmp_path, toy_files.write_mnist(tmp_path, gz=request.param == "gz"))
 
 
 @pytest.fixture
 def mnist_plain_root(tmp_path: Path) -> FakeData:
     """MNIST plain idx files (4 train and 3 test images)."""
-    return FakeData(tmp_path, mnist.write_toy_files(tmp_path))
+    return FakeData(tmp_path, toy_files.write_mnist(tmp_path))
 
 
 @pytest.fixture
 def celeba_root(tmp_path: Path) -> FakeData:
     """CelebA: ``celeba/img_align_celeba/00000k.jpg`` (178 x 218) and the partition file."""
-    splits = celeba.write_toy_files(tmp_path)
+    splits = toy_files.write_celeba(tmp_path)
     names = celeba.read_celeba_partition(tmp_path)
     return FakeData(tmp_path, splits, names)
 
@@ -91,8 +92,8 @@ def mnist_full_root(tmp_path_factory: pytest.TempPathFactory) -> FakeData:
         labels = rng.permutation(np.repeat(np.arange(10), MNIST_COUNTS[split])).astype(np.int64)
         images = np.broadcast_to(mnist_grey(labels)[:, None, None], (len(labels), 28, 28))
         for file, data in (
-            (f"{prefix}-images-idx3-ubyte.gz", mnist.idx_bytes(images, 2051)),
-            (f"{prefix}-labels-idx1-ubyte.gz", mnist.idx_bytes(labels, 2049)),
+            (f"{prefix}-images-idx3-ubyte.gz", toy_files.idx_bytes(images, mnist.IMAGES_MAGIC)),
+            (f"{prefix}-labels-idx1-ubyte.gz", toy_files.idx_bytes(labels, mnist.LABELS_MAGIC)),
         ):
             (folder / file).write_bytes(gzip.compress(data, compresslevel=1))
         splits[split] = (images[:, None], labels)  # a broadcast view: no memory

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -12,6 +10,7 @@ from lfbm_lightning.data.data_module import FileDataModule
 from lfbm_lightning.errors import DatasetFilesMissing
 from lfbm_lightning.generators import output_shape
 from tests.conftest import CONF
+from tests.helpers.toy_files import write_toy_files
 
 DATASETS = sorted(path.stem for path in (CONF / "dataset").glob("*.yaml"))
 SMALL_LOADER = {"batch_size": 2, "num_workers": 0, "pin_memory": False}
@@ -21,8 +20,8 @@ SMALL_LOADER = {"batch_size": 2, "num_workers": 0, "pin_memory": False}
 def test_every_dataset_config_is_one_module_that_fits_its_generator(compose_cfg, tmp_path, name):
     """The contract of a data set (``conf/dataset/<name>.yaml`` + its module): it composes with
     the train config, its generator draws images of its (channels, image_size), and its data
-    module yields them in every split. A file-based one checks its files first and writes a toy
-    copy of its on-disk format with its module's ``write_toy_files(root)``."""
+    module yields them in every split. A file-based one checks its files first; its toy copy
+    of the on-disk format is ``write_<name>`` of tests/helpers/toy_files.py."""
     cfg = compose_cfg([f"dataset={name}", f"paths.data_dir={tmp_path / 'data'}"])
     shape = (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size)
     generator = instantiate(cfg.generator)
@@ -32,7 +31,7 @@ def test_every_dataset_config_is_one_module_that_fits_its_generator(compose_cfg,
     if isinstance(datamodule, FileDataModule):
         with pytest.raises(DatasetFilesMissing, match=datamodule.files.expected[0]):
             datamodule.prepare_data()
-        sys.modules[type(datamodule).__module__].write_toy_files(datamodule.root)
+        write_toy_files(name, datamodule.root)
     datamodule.prepare_data()
     datamodule.setup()
     assert {"train", "val", "test", datamodule.evaluation_split} <= set(datamodule.splits)

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -16,6 +15,7 @@ from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.models.energy import posterior_energy_fn
 from lfbm_lightning.run.training import resolved_config
 from tests.conftest import TINY, run_entry_point
+from tests.helpers.quiet_trainer import quiet_trainer
 
 OCCLUDED = ["dataset.occlusion.kind=salt_pepper", "dataset.occlusion.coverage=0.5"]
 
@@ -71,15 +71,8 @@ def test_missing_pixels_do_not_change_the_langevin_energy_or_chain(occluded_batc
 def fit_one_step(config: dict, batch: dict[str, torch.Tensor]) -> LatentPriorModel:
     """One real training step (Langevin posterior, losses, one backward, both optimizers)."""
     model = model_from(config)
-    trainer = pl.Trainer(
-        max_steps=2,  # one iteration = a prior and a generator optimizer step
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    # max_steps=2: one iteration = a prior and a generator optimizer step
+    trainer = quiet_trainer(max_steps=2, accelerator="cpu")
     trainer.fit(model, train_dataloaders=DataLoader([batch], batch_size=None))
     return model
 

@@ -129,7 +129,7 @@ def test_celeba64_items_follow_the_batch_convention(celeba_root, split):
 
 
 def test_celeba64_applies_the_crop_box_then_halves(celeba_root):
-    """Red and green ramp from 0 to 254 across the box (celeba.toy_image), so each output
+    """Red and green ramp from 0 to 254 across the box (toy_files.toy_image), so each output
     pixel tells where it came from: output (i, j) averages source rows 45 + 2i .. 46 + 2i and
     columns 25 + 2j .. 26 + 2j, hence green 4i + 1 and red 4j + 1. A box one pixel off would
     shift every value by 2."""

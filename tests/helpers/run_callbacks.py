@@ -1,6 +1,6 @@
 """Callbacks that tests put into a real ``train.py`` run (``+callbacks.x._target_=...``) to make
 something happen at a known point: a SIGKILL in the middle of a checkpoint write, a full disk,
-a SIGTERM mid-epoch, NaN in every batch."""
+a SIGTERM mid-epoch, NaN in every batch or on one DDP rank."""
 
 from __future__ import annotations
 
@@ -78,4 +78,20 @@ class NaNEveryBatch(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch >= self.epoch:
+            batch["image"][0, 0, 0, 0] = float("nan")
+
+
+class NaNOnRank(pl.Callback):
+    """Put a NaN pixel into batch ``batch`` of epoch ``epoch`` on global rank ``rank`` alone
+    (a divergence that one DDP rank sees and the others do not)."""
+
+    def __init__(self, rank: int = 1, epoch: int = 1, batch: int = 0) -> None:
+        self.rank, self.epoch, self.batch = rank, epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if (trainer.global_rank, trainer.current_epoch, batch_idx) == (
+            self.rank,
+            self.epoch,
+            self.batch,
+        ):
             batch["image"][0, 0, 0, 0] = float("nan")

@@ -17,6 +17,7 @@ from lfbm_lightning.inference import ConvEncoder, amortized_elbo
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.run.training import resolved_config
 from tests.conftest import CONF, compose_config, run_entry_point
+from tests.helpers.quiet_trainer import quiet_trainer
 
 # ---------------------------------------------------------------- a linear-Gaussian model
 # x = W z + b + sigma eps, z ~ N(0, I_d)  =>  x ~ N(b, W W^T + sigma^2 I_D). W has orthogonal
@@ -209,15 +210,7 @@ def test_one_training_step_updates_encoder_generator_and_prior(tmp_path, inferen
     assert len(optimizers) == 2 and len(groups) == 2  # prior; generator + encoder
     assert groups[1]["lr"] == model.config["inference"]["encoder_lr"]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1)
     trainer.fit(model, datamodule=datamodule)
     changed = {  # the encoder is the inference method's: state-dict keys posterior.encoder.*
         k.removeprefix("posterior.").split(".")[0]

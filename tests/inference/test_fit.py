@@ -4,16 +4,13 @@ trust radius and stopping."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
-from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference.fit import (
     FAST_BACKTRACKS,
     FAST_MAX_STEP,
     FAST_PATIENCE,
     PassCount,
-    check_fit,
     fast_fit,
     protocol_fit,
 )
@@ -214,9 +211,3 @@ def test_pass_count_sums_fits_and_names_the_fit():
         "generator_passes": 16,
         "passes_per_fit": 4.0,
     }
-
-
-def test_unknown_fit_is_refused_naming_the_key():
-    assert check_fit("fast") == "fast"
-    with pytest.raises(ConfigError, match="reconstruction.fit must be one of"):
-        check_fit("adam", "reconstruction.fit")

@@ -21,8 +21,8 @@ from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.models.latent_prior_model import build_posterior
 from lfbm_lightning.run.training import resolved_config
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks import common
 from tests.conftest import CONF, compose_config
+from tests.helpers.quiet_trainer import quiet_trainer
 
 OPTIONS = sorted(p.stem for p in (CONF / "inference").glob("*.yaml"))
 CASES = [(name, []) for name in OPTIONS] + [("langevin", ["inference.persistent=true"])]
@@ -51,15 +51,7 @@ def trained(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(name)
     model, datamodule = build(out, name, extra)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1)
     trainer.fit(model, datamodule=datamodule)
     path = out / "one_step.ckpt"
     trainer.save_checkpoint(path)
@@ -102,15 +94,15 @@ def test_reconstruction_shapes_finiteness_and_seeded_starts(trained):
 
 
 def test_validation_and_the_tasks_reconstruct_alike(trained):
-    """``val/mse`` (model.reconstruct with the batch's indices) and the tasks (start_latents,
-    chain_settings, reconstruct of tasks/common.py) give the same reconstruction."""
+    """``val/mse`` (model.reconstruct with the defaults) and a task (the method's evaluation
+    settings and start, given explicitly) give the same reconstruction."""
     model, datamodule, _, _, _ = trained
     model.eval()
     x, index = images(datamodule)
     x_val, z_val = model.reconstruct(x, index=index)
-    n_steps, step_size = common.chain_settings(model, None, None)
-    z0 = common.start_latents(model, index, model.seed)
-    x_task, z_task = common.reconstruct(model, x, n_steps, step_size, z0=z0)
+    n_steps, step_size = model.posterior.eval_settings(None, None)
+    z0 = model.posterior.start(model, x, None, index, model.seed)
+    x_task, z_task = model.reconstruct(x, n_steps=n_steps, step_size=step_size, z0=z0)
     assert torch.equal(x_val, x_task) and torch.equal(z_val, z_task)
 
 
@@ -150,19 +142,10 @@ def test_seeded_starts_are_the_tasks_per_example_seeds():
 LANGEVIN = {"n_steps": 20, "step_size": 0.1, "eval_steps": 400, "eval_step_size": 0.1}
 
 
-@pytest.mark.parametrize(
-    ("override", "key"),
-    [
-        ({"n_steps": 0}, "inference.n_steps"),
-        ({"step_size": -0.1}, "inference.step_size"),
-        ({"eval_steps": 1.5}, "inference.eval_steps"),
-        ({"eval_step_size": 0}, "inference.eval_step_size"),
-        ({"autocast": "int8"}, "inference.autocast"),
-    ],
-)
-def test_langevin_keys_are_range_checked_in_the_constructor(override, key):
-    with pytest.raises(ConfigError, match=key):
-        build_posterior({**LANGEVIN, **override})
+def test_autocast_is_checked_in_the_constructor():
+    # the four shared chain keys are checked with the run config (tests/run/test_config_checks)
+    with pytest.raises(ConfigError, match="inference.autocast"):
+        build_posterior({**LANGEVIN, "autocast": "int8"})
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,18 @@ carried through checkpoints."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
+from lfbm_lightning.inference.langevin_posterior import LangevinInference
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.run.training import resolved_config
 from tests.conftest import compose_config
+from tests.helpers.quiet_trainer import quiet_trainer
 
 OVERRIDES = [
     "inference.persistent=true",
@@ -49,15 +53,7 @@ class RecordingModel(LatentPriorModel):
 
 
 def fit(model, datamodule, max_epochs: int, ckpt_path=None) -> pl.Trainer:
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=max_epochs, limit_train_batches=2)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
 
@@ -115,3 +111,19 @@ def test_persistent_chains_need_langevin_inference(tmp_path):
     cfg = compose_config(["inference=amortized", "inference.persistent=true"], tmp_path)
     with pytest.raises(ValueError, match="persistent"):
         LatentPriorModel(resolved_config(cfg))
+
+
+def test_a_repeated_example_is_written_back_once_from_its_first_occurrence():
+    """DistributedSampler pads the ranks by repeating examples, so the gathered batch holds an
+    index twice: the first occurrence (the lowest rank's chain) is kept, whichever device."""
+    inference = LangevinInference(
+        persistent=True, n_steps=1, step_size=0.1, eval_steps=1, eval_step_size=0.1
+    )
+    inference.chains = torch.zeros(6, 2)
+    one_process = SimpleNamespace(trainer=SimpleNamespace(world_size=1))
+    index = torch.tensor([4, 1, 4, 0, 1, 4])
+    z = torch.arange(12.0).reshape(6, 2)
+    inference.after_step(one_process, {"index": index}, z)
+    expected = torch.zeros(6, 2)
+    expected[4], expected[1], expected[0] = z[0], z[1], z[3]
+    assert torch.equal(inference.chains, expected)

@@ -12,19 +12,18 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from lfbm_lightning.metrics import fid
+from lfbm_lightning.errors import InceptionWeightsMissing
+from lfbm_lightning.metrics import inception
 from lfbm_lightning.metrics.fid import (
     FeatureStats,
-    InceptionWeightsMissing,
     compute_feature_stats,
     fidelity_metrics,
     frechet_distance,
     load_stats,
     reference_stats,
-    resolve_inception_weights,
     save_stats,
-    to_uint8_rgb,
 )
+from lfbm_lightning.metrics.inception import resolve_inception_weights, to_uint8_rgb
 
 # ------------------------------------------------------------------------------------------
 # Weights lookup
@@ -34,8 +33,8 @@ from lfbm_lightning.metrics.fid import (
 def no_weights_anywhere(monkeypatch, tmp_path):
     """Empty TORCH_HOME and no LFBM_INCEPTION_WEIGHTS; returns the (absent) cache file path."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv(fid.WEIGHTS_ENV_VAR, raising=False)
-    return tmp_path / "torch_home" / "hub" / "checkpoints" / fid.WEIGHTS_FILENAME
+    monkeypatch.delenv(inception.WEIGHTS_ENV_VAR, raising=False)
+    return tmp_path / "torch_home" / "hub" / "checkpoints" / inception.WEIGHTS_FILENAME
 
 
 def test_missing_weights_error_names_setting_env_var_and_cache(no_weights_anywhere):
@@ -66,10 +65,10 @@ def test_lookup_order_path_then_env_then_cache(no_weights_anywhere, monkeypatch,
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
     assert resolve_inception_weights(None) == str(no_weights_anywhere)
-    monkeypatch.setenv(fid.WEIGHTS_ENV_VAR, str(from_env))
+    monkeypatch.setenv(inception.WEIGHTS_ENV_VAR, str(from_env))
     assert resolve_inception_weights(None) == str(from_env)
     assert resolve_inception_weights(str(explicit)) == str(explicit)
-    monkeypatch.setenv(fid.WEIGHTS_ENV_VAR, str(tmp_path / "gone.pth"))
+    monkeypatch.setenv(inception.WEIGHTS_ENV_VAR, str(tmp_path / "gone.pth"))
     with pytest.raises(FileNotFoundError, match="LFBM_INCEPTION_WEIGHTS"):
         resolve_inception_weights(None)
 

@@ -53,7 +53,7 @@ def test_digits_anomaly_sweep_table_matches_per_job_metrics(tmp_path):
             "-m",
             "experiment=paper/anomaly_digits",
             "dataset.holdout_digit=9",
-            "prior=flow,gaussian",
+            "+experiment/paper/method=lfbm,abp",
             *[o for o in TINY if not o.startswith("trainer.max_epochs")],
             "trainer.max_epochs=2",
             "callbacks.keep_last_epochs=2",
@@ -64,7 +64,7 @@ def test_digits_anomaly_sweep_table_matches_per_job_metrics(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     per_job = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
-    assert set(per_job) == {"0_flow_digit9", "1_gaussian_digit9"}
+    assert set(per_job) == {"0_flow_langevin_digit9", "1_gaussian_langevin_digit9"}
     for metrics in per_job.values():
         assert metrics["evaluation"] == {"anomaly": "completed"}
         assert metrics["anomaly/n_checkpoints"] == 2
@@ -83,8 +83,8 @@ def test_digits_anomaly_sweep_table_matches_per_job_metrics(tmp_path):
         for r in csv.DictReader(io.StringIO((tmp_path / "cells.csv").read_text()))
     }
     for row, label, job in (
-        ("lfbm", "LFBM", "0_flow_digit9"),
-        ("abp", "ABP", "1_gaussian_digit9"),
+        ("lfbm", "LFBM", "0_flow_langevin_digit9"),
+        ("abp", "ABP", "1_gaussian_langevin_digit9"),
     ):
         cell = cells[row, "digit_9"]
         metrics = per_job[job]
@@ -102,9 +102,13 @@ def test_digits_anomaly_sweep_table_matches_per_job_metrics(tmp_path):
     assert float(cells["lfbm", "digit_9"]["published"]) == 0.514
     assert float(cells["lfbm", "digit_9"]["published_error"]) == 0.008
     assert cells["lfbm", "digit_1"]["ours"] == "" and cells["lebm", "digit_9"]["ours"] == ""
-    chance = per_job["0_flow_digit9"]["anomaly/chance_level"]
+    chance = per_job["0_flow_langevin_digit9"]["anomaly/chance_level"]
     assert float(cells["chance", "digit_9"]["ours"]) == pytest.approx(chance)
-    assert cells["vae", "digit_9"]["jobs"] == ""  # a quoted baseline: no model here
+    assert cells["vae", "digit_9"]["jobs"] == ""  # a row built here, not in this sweep
+    assert cells["meg", "digit_9"]["jobs"] == ""  # a quoted baseline: no model here
+    meg = next(li for li in out.splitlines() if li.startswith("| MEG |"))
+    assert "not built / 0.342 ± 0.034" in meg
+    assert "- MEG not built: an energy-based model on images" in out
 
 
 def test_failed_task_is_reported_in_the_row(tmp_path):
@@ -120,14 +124,15 @@ def test_failed_task_is_reported_in_the_row(tmp_path):
 @pytest.mark.parametrize(
     ("experiment", "n_jobs"),
     [
-        ("paper/anomaly_digits", 15),
-        ("paper/anomaly_mnist", 15),
-        ("paper/generation_svhn", 4),
-        ("paper/generation_cifar10", 4),
-        ("paper/generation_celeba", 4),
+        ("paper/anomaly_digits", 20),
+        ("paper/anomaly_mnist", 20),
+        ("paper/generation_svhn", 8),
+        ("paper/generation_cifar10", 8),
+        ("paper/generation_celeba", 8),
         ("paper/recovery_celeba", 18),
         ("paper/recovery_digits", 18),
         ("paper/inpainting_celeba", 2),
+        ("paper/methods_digits", 8),
     ],
 )
 def test_plan_counts_every_job_of_the_sweep(experiment, n_jobs):
@@ -143,6 +148,7 @@ def test_plan_arithmetic_and_hours_from_the_benchmark(tmp_path):
             "train", overrides=[*argv, "+experiment/paper/method=lebm"], return_hydra_config=True
         )
     cost = job_cost(cfg)
+    passes = cost.pop("passes")
     assert cost == {
         "dataset": "svhn",
         "epochs": 2,
@@ -151,13 +157,21 @@ def test_plan_arithmetic_and_hours_from_the_benchmark(tmp_path):
         "steps": 2 * 733 * 20,
         "batch_size": 100,
     }
+    # 73,257 images x (K + 1) an epoch; no validation in 2 epochs (every 5), the sanity batch
+    assert (passes.train, passes.validation) == (2 * 73257 * 21, 100 * 2)
+    # evaluate_after_fit: 26,032 test images x (400 steps + the decode); 50,000 samples
+    assert passes.evaluation == {"reconstruction": 26032 * 401, "synthesis": 50000}
+    assert passes.fid_samples == 50000
     (tmp_path / "langevin_speed_cpu_b100.csv").write_text(
-        "setting,unit,seconds\nsvhn,floor,9.0\nsvhn,ours,0.36\n"
+        "setting,unit,seconds,machine\nsvhn,floor,9.0,\nsvhn,ours,0.36,AMD EPYC (shared)\n"
     )
     text = plan([*argv, "+experiment/paper/method=lebm,abp"], tmp_path)
     assert "jobs: 2\n" in text
     assert f"Langevin steps (training chains): {2 * 2 * 733 * 20:,}" in text
-    assert f"CPU-hours (wall, 2 cores): {2 * 2 * 733 * 20 * 0.36 / 3600:.3g}, assuming" in text
+    job_passes = 2 * 73257 * 21 + 200 + 26032 * 401 + 50000
+    expected = 2 * job_passes / 100 * 0.36 / 3600
+    assert f"CPU-hours (wall, 2 cores): {expected:.3g}, assuming svhn: AMD EPYC (shared)\n" in text
+    assert f"validation 200 ({100 * 200 / (2 * 73257 * 21):.1f}% of training)" in text
     assert "GPU-hours: ? " in text
 
 

@@ -15,6 +15,9 @@ from tests.helpers.train_runs import error_lines
 BAD = [
     ("inference.step_size=0", "inference.step_size must be a number > 0"),
     ("inference.step_size=-0.1", "inference.step_size must be a number > 0"),
+    ("inference.step_size=inf", "inference.step_size must be a number > 0, got inf"),
+    ("inference.eval_steps=1.5", "inference.eval_steps must be an integer >= 1"),
+    ("model.lr_prior=nan", "model.lr_prior must be a number > 0, got nan"),
     ("inference.eval_step_size=0", "inference.eval_step_size must be a number > 0"),
     ("model.sigma=0", "model.sigma must be a number > 0"),
     ("model.sigma=-1", "model.sigma must be a number > 0"),
@@ -59,6 +62,16 @@ def test_train_py_reports_a_bad_value_and_writes_nothing(sigma_zero_run):
     assert result.returncode != 0
     assert "model.sigma must be a number > 0, got 0" in result.stderr
     assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_train_py_refuses_an_infinite_step_size_with_one_line_and_exit_2(tmp_path):
+    result = run_entry_point("train.py", [f"hydra.run.dir={tmp_path}", "inference.step_size=inf"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert error_lines(result.stderr) == [
+        "error: inference.step_size must be a number > 0, got inf"
+    ]
+    assert not (tmp_path / "checkpoints").exists()
 
 
 @pytest.mark.slow

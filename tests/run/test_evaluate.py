@@ -16,13 +16,8 @@ from lfbm_lightning.data.readers import DatasetFilesMissing
 from lfbm_lightning.data.selection import relocate
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.metrics.fid_statistics import dataset_fingerprint
-from lfbm_lightning.run.evaluation import (
-    TASK_DIR,
-    build_datamodule,
-    evaluate,
-    markdown_table,
-    resolve_device,
-)
+from lfbm_lightning.run.config_checks import TASK_DIR, resolve_device
+from lfbm_lightning.run.evaluation import build_datamodule, evaluate, markdown_table
 from lfbm_lightning.tasks.task import Task
 from tests.conftest import compose_config, run_entry_point
 
@@ -211,6 +206,11 @@ def test_an_empty_checkpoint_directory_or_glob_names_the_pattern(tmp_path):
     ("override", "named"),
     [
         ("devices=0", "devices must be an integer >= 1, got 0"),
+        ("progress=maybe", "progress must be true or false, got 'maybe'"),
+        ("+dataset._target_=x.Y", "dataset is not an evaluate.py setting"),
+        ("+anomaly.n_step=5", "anomaly.n_step is not an evaluate.py setting"),
+        ("metrics.reference_images=0", "metrics.reference_images must be null or an integer"),
+        ("anomaly.step_size=inf", "anomaly.step_size must be null or a number > 0, got inf"),
         ("anomaly.n_examples=0", "anomaly.n_examples must be null or an integer >= 1"),
         ("anomaly.n_steps=-1", "anomaly.n_steps must be null or an integer >= 0"),
         ("anomaly.n_steps=2.5", "anomaly.n_steps must be null or an integer >= 0"),
@@ -223,6 +223,23 @@ def test_wrong_settings_are_a_config_error_before_the_model_loads(override, name
     cfg = compose_task("anomaly", tmp_path, "ckpt_path=/nonexistent.ckpt", override)
     with pytest.raises(ConfigError, match=re.escape(named)):
         evaluate(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("progress=maybe", "progress must be true or false, got 'maybe'"),
+        ("+dataset._target_=x.Y", "dataset is not an evaluate.py setting"),
+    ],
+)
+def test_evaluate_py_refuses_unchecked_settings_with_exit_2(override, message, tmp_path):
+    out = tmp_path / "out"
+    args = ["ckpt_path=/nonexistent.ckpt", "task=anomaly", override, f"hydra.run.dir={out}"]
+    result = run_entry_point("evaluate.py", args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert one_line_error(result.stderr).startswith(message), result.stderr[-2000:]
+    assert not (out / "metrics.json").exists()
 
 
 @pytest.mark.slow

@@ -88,7 +88,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(straight, tmp_path):
         for pid, state in opt_a["state"].items():
             assert torch.equal(state["exp_avg_sq"], opt_b["state"][pid]["exp_avg_sq"])
     assert a["lr_schedulers"] == b["lr_schedulers"]
-    assert torch.equal(a["langevin_rng_state"], b["langevin_rng_state"])
+    assert torch.equal(a["rng_states"][0]["langevin"], b["rng_states"][0]["langevin"])
 
 
 @pytest.mark.slow

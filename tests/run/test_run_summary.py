@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from lfbm_lightning.run.summary import format_duration, run_summary
+from pathlib import Path
+
+from lfbm_lightning.run.summary import format_duration, run_summary, time_split
 
 
 def test_durations_read_naturally():
@@ -24,3 +26,14 @@ def test_summary_names_final_and_best_val_mse_and_only_files_that_exist(tmp_path
     assert str(ckpt) in text and str(tmp_path / "samples.png") in text
     assert "curves.png" not in text  # not drawn, so not announced
     assert len(lines) <= 7
+
+
+def test_time_split_names_each_phase_and_the_rest_with_its_share():
+    phases = {"training": 271, "validation": 9, "figures": 3, "evaluation": 0}
+    split = time_split(292, phases)
+    assert split == (
+        "training 4 min 31 s (93%), validation 9 s (3%), figures 3 s (1%), evaluation 0 s (0%), "
+        "other 9 s (3%)"
+    )
+    text = run_summary(Path("."), "completed", 292, 15, {}, Path("missing.ckpt"), phases)
+    assert text.splitlines()[1] == f"  time: {split}"

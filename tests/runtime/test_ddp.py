@@ -12,12 +12,15 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
+from pytorch_lightning.strategies import DDPStrategy
 
-from lfbm_lightning.runtime.distributed import gather_lists, shard_indices
+from lfbm_lightning.errors import ConfigError
+from lfbm_lightning.runtime.distributed import ddp_strategy, gather_lists, shard_indices
 from tests.conftest import REPO, TINY, run_entry_point
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
@@ -313,3 +316,14 @@ def test_evaluation_after_fit_runs_in_both_ranks_and_matches_one_process(tmp_pat
     assert one["processes"] == 1 and one["n_images"] == 20
     assert record["reconstruction/mse"] == pytest.approx(one["mse"], rel=1e-5, abs=1e-8)
     assert record["reconstruction/mse_01"] == pytest.approx(one["mse_01"], rel=1e-5, abs=1e-8)
+
+
+def test_ddp_strategy_waits_ddp_timeout_min_in_a_collective(compose_cfg):
+    cfg = compose_cfg(["trainer=ddp_cpu", "ddp_timeout_min=5"])
+    strategy = ddp_strategy(cfg.trainer.strategy, cfg.ddp_timeout_min)
+    assert isinstance(strategy, DDPStrategy)
+    assert strategy._timeout == timedelta(minutes=5)
+    assert compose_cfg([]).ddp_timeout_min == 30  # Lightning's own default
+    assert ddp_strategy("auto", 5) == "auto"
+    with pytest.raises(ConfigError, match=r"ddp_timeout_min must be a number of minutes > 0"):
+        ddp_strategy("ddp", 0)

@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.tasks.anomaly import check_scores
-from lfbm_lightning.tasks.common import chain_settings, reconstruct
 from lfbm_lightning.tasks.likelihood import image_log_likelihood
 from tests.conftest import compose_config
 
@@ -47,8 +46,7 @@ def test_marginal_score_matches_the_true_log_px_within_its_standard_error(tmp_pa
     settings.n_samples = 512
     rng = torch.Generator().manual_seed(0)
     # as the task does: the first proposal chain starts at the z fitted for the joint score
-    n_steps, step_size = chain_settings(model, None, None)
-    fitted = reconstruct(model, x, n_steps, step_size)[1]
+    fitted = model.reconstruct(x)[1]
     estimate = image_log_likelihood(model, x, settings, rng, start=fitted)
     truth = datamodule.true_log_prob(x)
     error = estimate.log_px.double() - truth

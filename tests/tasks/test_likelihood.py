@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.models import LatentPriorModel
+from lfbm_lightning.priors import TwoStageVAEPrior
 from lfbm_lightning.tasks import likelihood
 from tests.conftest import compose_config, run_entry_point
 from tests.helpers.task_outputs import read_rows
@@ -197,3 +200,9 @@ def test_evaluate_likelihood_end_to_end(synthetic_ckpt, tmp_path):
     )
     assert 1 <= metrics["ess_min"] <= metrics["ess_mean"] <= 128
     assert "likelihood" in (out / "results.md").read_text()
+
+
+def test_a_prior_bounded_by_an_elbo_is_refused_by_the_likelihood_task():
+    model = SimpleNamespace(prior=TwoStageVAEPrior(2))
+    with pytest.raises(ConfigError, match="task=likelihood.*lower bound"):
+        likelihood.prior_log_normalizer(model, None, torch.Generator())

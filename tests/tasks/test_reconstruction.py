@@ -8,7 +8,6 @@ import torch
 from lfbm_lightning.data.digits import DigitsDataModule
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.tasks.common import reconstruct
 from tests.helpers.task_outputs import grid_shape, read_rows
 from tests.tasks.conftest import HOLDOUT_DIGIT
 
@@ -19,8 +18,8 @@ def test_own_samples_are_reconstructed_far_below_the_data_variance(digits_ckpt):
     torch.manual_seed(0)
     x = model.sample_images(64)  # x = g(z*), z* ~ p(z): an exact solution exists
     variance = x.var(dim=0).mean().item()  # per-pixel variance across the samples
-    start_mse = (x - reconstruct(model, x, 0, 0.1)[0]).pow(2).mean().item()
-    fitted_mse = (x - reconstruct(model, x, 100, 0.1)[0]).pow(2).mean().item()
+    start_mse = (x - model.reconstruct(x, n_steps=0, step_size=0.1)[0]).pow(2).mean().item()
+    fitted_mse = (x - model.reconstruct(x, n_steps=100, step_size=0.1)[0]).pow(2).mean().item()
     assert variance > 0.05  # the samples differ from each other
     assert fitted_mse < 0.05 * variance, (fitted_mse, variance)
     assert fitted_mse < 0.05 * start_mse, (fitted_mse, start_mse)

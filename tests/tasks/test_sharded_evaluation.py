@@ -12,7 +12,6 @@ import torch
 
 from lfbm_lightning.metrics.fid import FeatureMoments
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.tasks.common import start_latents
 from lfbm_lightning.tasks.examples import rank_share
 from tests.conftest import run_entry_point
 from tests.helpers.task_outputs import read_rows
@@ -43,13 +42,14 @@ def test_one_process_takes_every_example():
 @pytest.mark.slow
 def test_chain_starts_depend_on_the_example_not_on_its_batch(digits_ckpt):
     model = LatentPriorModel.load_from_checkpoint(digits_ckpt).eval()
-    together = start_latents(model, torch.tensor([4, 9, 11]), seed=1)
-    apart = torch.cat([start_latents(model, torch.tensor([i]), seed=1) for i in (4, 9, 11)])
+    start = model.posterior.seeded_start
+    together = start(model, torch.tensor([4, 9, 11]), seed=1)
+    apart = torch.cat([start(model, torch.tensor([i]), seed=1) for i in (4, 9, 11)])
     assert together.shape == (3, model.latent_dim)
     assert torch.equal(together, apart)
-    assert not torch.equal(together, start_latents(model, torch.tensor([4, 9, 11]), seed=2))
+    assert not torch.equal(together, start(model, torch.tensor([4, 9, 11]), seed=2))
     # N(0, I) rows: 2000 starts have mean ~0 and variance ~1
-    many = start_latents(model, torch.arange(2000), seed=1)
+    many = start(model, torch.arange(2000), seed=1)
     assert many.mean().abs() < 0.05 and (many.var() - 1).abs() < 0.05
 
 

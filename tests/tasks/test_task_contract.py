@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import get_class
 
-from lfbm_lightning.run.evaluation import TASK_DIR
+from lfbm_lightning.run.config_checks import TASK_DIR
 
 SMALL = {  # option name -> a small value, applied where a task has the option
     "n_examples": 12,

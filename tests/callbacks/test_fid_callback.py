@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lfbm_lightning.errors import ConfigError
-from lfbm_lightning.metrics.fid import InceptionWeightsMissing
+from lfbm_lightning.errors import ConfigError, InceptionWeightsMissing
 from lfbm_lightning.run.training import train
 from lfbm_lightning.runtime.checkpoint_io import safe_load
 from tests.conftest import TINY, compose_config

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lfbm_lightning.errors import InceptionWeightsMissing
-from lfbm_lightning.metrics import fid
+from lfbm_lightning.metrics import fid, inception
 
 
 class TouchOnLoad:
@@ -34,7 +34,7 @@ def crafted(tmp_path) -> tuple[pathlib.Path, pathlib.Path]:
 
 def test_a_crafted_pickle_runs_no_code_and_names_the_file(crafted):
     path, marker = crafted
-    fid._cached_extractor.cache_clear()
+    inception._cached_extractor.cache_clear()
     with pytest.raises(InceptionWeightsMissing, match="metrics.inception_weights=") as excinfo:
         fid.compute_feature_stats(torch.zeros(2, 3, 8, 8), str(path), feature_layer="64")
     assert str(path) in str(excinfo.value) and "\n" not in str(excinfo.value)
@@ -54,21 +54,21 @@ def test_a_crafted_pickle_runs_no_code_and_names_the_file(crafted):
 def test_a_file_that_is_not_the_inception_state_dict_is_named(content, tmp_path):
     path = tmp_path / "other.pth"
     torch.save(content, path)
-    fid._cached_extractor.cache_clear()
+    inception._cached_extractor.cache_clear()
     with pytest.raises(InceptionWeightsMissing, match="not an Inception-v3 FID state dict"):
-        fid._feature_extractor(str(path), "64")
+        inception.feature_extractor(str(path), "64")
 
 
 def test_random_bytes_are_named(tmp_path):
     path = tmp_path / "noise.pth"
     path.write_bytes(bytes(range(256)) * 8)
     with pytest.raises(InceptionWeightsMissing, match=str(path)):
-        fid.load_inception_weights(str(path))
+        inception.load_inception_weights(str(path))
 
 
 def test_the_verified_weights_are_the_ones_in_use(inception_weights):
-    fid._cached_extractor.cache_clear()
-    extractor = fid._feature_extractor(inception_weights, "64")
+    inception._cached_extractor.cache_clear()
+    extractor = inception.feature_extractor(inception_weights, "64")
     stored = torch.load(inception_weights, weights_only=True)
     for name, value in extractor.state_dict().items():
         assert torch.equal(value, stored[name]), name
