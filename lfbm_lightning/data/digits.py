@@ -32,7 +32,8 @@ class DigitsDataModule(ImageDataModule):
     Args:
         holdout_digit: None, or the anomalous digit 0..9.
         fractions: (train, val, test) shares for the plain split.
-        holdout_seed: permutation seed of the held-out-digit protocol (42 in the reference).
+        holdout_seed: permutation seed of the held-out-digit protocol (42: chosen here; the
+            authors seed their MNIST permutation with 1, on a data set of another size).
         val_fraction: share of the held-out protocol's training pool kept for validation.
         channels, image_size: must be 1 and 8 (declared in the config for the generator).
         **kwargs: loader and occlusion settings, see :class:`ImageDataModule` (salt-and-pepper

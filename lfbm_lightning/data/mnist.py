@@ -1,9 +1,11 @@
-"""MNIST: the standard train/test split, or the held-out-digit anomaly protocol (docs/paper.md).
+"""MNIST: the standard train/test split, or a held-out-digit anomaly protocol (docs/paper.md).
 
-Held-out digit k: pool all 70,000 images, drop digit k, permute the rest with seed 42; the first
-80% is the training set; the test set is the other 20% plus every image of digit k, label 1 =
-anomaly. In both, ``val`` is drawn from the training set (``val_size`` images that stay in
-training, or a carved ``val_fraction``; :mod:`lfbm_lightning.data.splits`).
+Held-out digit k, ``protocol=pooled_80_20``: pool all 70,000 images, drop digit k, permute the
+rest with ``holdout_seed``; the first 80% is the training set; the test set is the other 20% plus
+every image of digit k (chance level 0.33..0.39). ``protocol=official``: the 60,000 training
+images without digit k; the 10,000 test images, digit k the anomalies (chance level about 0.1).
+Label 1 = anomaly. In all, ``val`` is drawn from the training set (``val_size`` images that stay
+in training, or a carved ``val_fraction``; :mod:`lfbm_lightning.data.splits`).
 
 On disk (torchvision's layout): ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``
 (each may be gzipped, name + '.gz'): idx files, a big-endian int32 magic (2051 images, 2049
@@ -24,7 +26,12 @@ from torchvision import datasets as tv_datasets
 from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.in_memory import TrainTestDataModule, UInt8ImageDataset
 from lfbm_lightning.data.readers import DataFiles
-from lfbm_lightning.data.splits import holdout_digit_split, train_val_rows
+from lfbm_lightning.data.splits import (
+    PROTOCOLS,
+    holdout_digit_split,
+    official_holdout_split,
+    train_val_rows,
+)
 
 DIRECTORY = "MNIST/raw"
 SPLITS = {
@@ -118,7 +125,10 @@ class MNISTDataModule(TrainTestDataModule):
     Args:
         holdout_digit: None (standard split: train 60,000, test 10,000, labels = digits) or the
             anomalous digit 0..9 (labels of the test set: 1 = anomaly).
-        holdout_seed: permutation seed of the held-out-digit protocol (42 in the reference).
+        protocol: the held-out-digit protocol, ``pooled_80_20`` or ``official`` (module
+            docstring; :data:`~lfbm_lightning.data.splits.PROTOCOLS`).
+        holdout_seed: permutation seed of ``pooled_80_20`` (1: the seed the authors' code gives
+            numpy before permuting its own copy of MNIST, docs/paper.md#mnist-holdout).
         **kwargs: see :class:`TrainTestDataModule`; ``channels`` and ``image_size`` must be 1
             and 28.
     """
@@ -127,10 +137,16 @@ class MNISTDataModule(TrainTestDataModule):
     image_shape = (1, 28)
 
     def __init__(
-        self, holdout_digit: int | None = None, holdout_seed: int = 42, **kwargs: Any
+        self,
+        holdout_digit: int | None = None,
+        protocol: str = "pooled_80_20",
+        holdout_seed: int = 1,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_choice("dataset.protocol", protocol, sorted(PROTOCOLS))
         self.holdout_digit = holdout_digit
+        self.protocol = protocol
         self.holdout_seed = holdout_seed
 
     def fetch(self) -> None:
@@ -142,8 +158,16 @@ class MNISTDataModule(TrainTestDataModule):
     def build_splits(self) -> dict[str, Dataset]:
         if self.holdout_digit is None:
             return super().build_splits()
-        images, labels = self.read("all")
-        split = holdout_digit_split(labels, self.holdout_digit, self.holdout_seed)
+        if self.protocol == "official":
+            (train_images, train_labels), (test_images, test_labels) = map(
+                self.read, ("train", "test")
+            )
+            images = np.concatenate([train_images, test_images])
+            labels = np.concatenate([train_labels, test_labels])
+            split = official_holdout_split(labels, len(train_labels), self.holdout_digit)
+        else:
+            images, labels = self.read("all")
+            split = holdout_digit_split(labels, self.holdout_digit, self.holdout_seed)
         train, val = train_val_rows(split.train, self.val_size, self.val_fraction, self.seed)
         return {
             "train": UInt8ImageDataset(images, labels[train], train),

@@ -6,10 +6,11 @@ grids use) is a fixed subset of ``val_size`` of those same training images, draw
 data module's seed: it monitors the fit, never the split the paper evaluates on. Setting
 ``dataset.val_fraction`` instead carves that share out of training (not in the paper).
 
-Held-out-digit protocol (Zenati et al. 2018, followed by MEG and LEBM): pool every image, remove
-the held-out digit, permute the rest with a fixed seed; the first ``train_fraction`` is the
-training set (normal digits only); the test set is the remainder plus every image of the
-held-out digit, with label 1 = anomaly.
+Held-out-digit protocols (``PROTOCOLS``). ``pooled_80_20`` (Zenati et al. 2018, followed by MEG
+and LEBM): pool every image, remove the held-out digit, permute the rest with a fixed seed; the
+first ``train_fraction`` is the training set (normal digits only); the test set is the remainder
+plus every image of the held-out digit, label 1 = anomaly. ``official``: the official training
+split without the held-out digit, and the whole official test split, label 1 = the digit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from lfbm_lightning.errors import ConfigError
+
+PROTOCOLS = {
+    "pooled_80_20": "pooled train + test, held-out digit removed, permuted, 80% train / 20% "
+    "test + every held-out image",
+    "official": "official train split without the held-out digit / the whole official test split",
+}
 
 
 @dataclass(frozen=True)
@@ -37,14 +44,14 @@ class HoldoutSplit:
 
 
 def holdout_digit_split(
-    labels: np.ndarray, holdout_digit: int, seed: int = 42, train_fraction: float = 0.8
+    labels: np.ndarray, holdout_digit: int, seed: int, train_fraction: float = 0.8
 ) -> HoldoutSplit:
     """Split pooled data by the held-out-digit protocol.
 
     Args:
         labels: class label of every pooled image, shape (N,).
         holdout_digit: the anomalous class, 0..9.
-        seed: seed of the permutation of the normal images (42 in the reference code).
+        seed: seed of the permutation of the normal images.
         train_fraction: share of the normal images used for training.
     """
     labels = np.asarray(labels)
@@ -57,6 +64,34 @@ def holdout_digit_split(
         [np.zeros(len(normal) - n_train, dtype=np.int64), np.ones(len(anomalous), dtype=np.int64)]
     )
     return HoldoutSplit(train=normal[:n_train], test=test, test_is_anomaly=is_anomaly)
+
+
+def official_holdout_split(labels: np.ndarray, n_train: int, holdout_digit: int) -> HoldoutSplit:
+    """Split data pooled as (official train, then official test) by the ``official`` protocol.
+
+    Args:
+        labels: class label of every pooled image, shape (N,); the first ``n_train`` are the
+            official training split.
+        n_train: size of the official training split (60,000 for MNIST).
+        holdout_digit: the anomalous class, 0..9.
+
+    Returns:
+        train: the official training images of every other digit; test: every official test
+        image, normal ones first, then the held-out digit's (``test_is_anomaly`` 0, then 1).
+    """
+    if not 0 <= int(holdout_digit) <= 9:
+        raise ValueError(f"dataset.holdout_digit must be in 0..9, got {holdout_digit}")
+    labels = np.asarray(labels)
+    rows = np.arange(len(labels))
+    train = rows[:n_train][labels[:n_train] != holdout_digit]
+    test_rows, test_labels = rows[n_train:], labels[n_train:]
+    normal = test_rows[test_labels != holdout_digit]
+    anomalous = test_rows[test_labels == holdout_digit]
+    is_anomaly = np.concatenate(
+        [np.zeros(len(normal), dtype=np.int64), np.ones(len(anomalous), dtype=np.int64)]
+    )
+    test = np.concatenate([normal, anomalous])
+    return HoldoutSplit(train=train, test=test, test_is_anomaly=is_anomaly)
 
 
 def random_split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:

@@ -9,8 +9,9 @@ job recorded them, :mod:`~lfbm_lightning.reporting.jobs`), and so are the table'
 ``overrides`` except its ``dataset=`` (the paper's data set), so that the digits versions of a
 sweep fill the same table. A job whose config lists ``paper_stands_for: [key=value, ...]``
 (the digits recovery jobs: a 4 px region stands for the paper's 30 px) satisfies those
-overrides instead of its own values for their keys. Each job's number is
-``metrics.json[TASK_KEY[metric]]`` (written by ``evaluate_after_fit``):
+overrides instead of its own values for their keys. Each job's number is ``metrics.json[key]``,
+key the first of :func:`metric_keys` that the cell's jobs report (written by
+``evaluate_after_fit``):
 
 - one job: its value +/- its ``_sd`` (the spread over its evaluated checkpoints, the paper's
   +/- for the anomaly table), n = its ``<task>/n_checkpoints``;
@@ -43,8 +44,8 @@ TASK_KEY = {
     "reconstruction_mse": "reconstruction/mse",
     "recovery_mse": "recovery/mse_missing_01",
 }
-"""Published metric -> the metrics.json key of the task that measures it; ``fid`` is the
-synthesis FID in the generation tables and the recovery FID in the recovery tables."""
+"""Published metric -> the metrics.json key of the task that measures it (``fid``:
+:func:`metric_keys`)."""
 
 CHANCE_ROW = "chance"
 
@@ -57,14 +58,21 @@ def published_results() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def metric_key(table: Mapping[str, Any], metric: str, row: Mapping[str, Any] | None = None) -> str:
-    """The metrics.json key that holds ``metric`` for ``table`` (and ``row``: its own
-    ``metric_keys``, e.g. the VAE's -ELBO AUPRC ``anomaly/auprc_elbo``)."""
+def metric_keys(
+    table: Mapping[str, Any], metric: str, row: Mapping[str, Any] | None = None
+) -> tuple[str, ...]:
+    """The metrics.json keys that may hold ``metric`` for ``table``, preferred first: ``row``'s
+    own ``metric_keys`` if it names one (e.g. the VAE's -ELBO AUPRC ``anomaly/auprc_elbo``);
+    ``fid`` is the FID of prior samples (``synthesis/fid``), in the recovery tables too (as the
+    authors' recovery code scores it); there a job that scored the recovered images instead
+    (``recovery.fid=true``) fills the cell from ``recovery/fid``."""
     if row is not None and metric in (row.get("metric_keys") or {}):
-        return row["metric_keys"][metric]
+        return (row["metric_keys"][metric],)
     if metric == "fid":
-        return "recovery/fid" if table["group"].startswith("recovery") else "synthesis/fid"
-    return TASK_KEY[metric]
+        if table["group"].startswith("recovery"):
+            return ("synthesis/fid", "recovery/fid")
+        return ("synthesis/fid",)
+    return (TASK_KEY[metric],)
 
 
 @dataclass
@@ -102,6 +110,7 @@ class Cell:
     jobs: list[str]
     published: float | None
     published_error: float | None
+    key: str
     not_built: str | None = None
 
 
@@ -128,9 +137,9 @@ def table_cells(
         for c, column in enumerate(table["columns"]):
             wanted = [o for o in table.get("overrides") or [] if not o.startswith("dataset=")]
             wanted += column.get("overrides") or []
-            key = metric_key(table, column["metric"], row)
+            keys = metric_keys(table, column["metric"], row)
             if row["key"] == CHANCE_ROW:
-                key = key.split("/")[0] + "/chance_level"
+                keys = (keys[0].split("/")[0] + "/chance_level",)
             elif row.get("overrides") is None:
                 wanted = None  # a baseline quoted from other work: no model here
             else:
@@ -142,6 +151,8 @@ def table_cells(
             )
             if row["key"] == CHANCE_ROW:
                 matched = matched[:1]  # the same split for every method
+            reported = [k for k in keys if any(k in (j.metrics or {}) for j in matched)]
+            key = (reported or keys)[0]
             ours, spread, n = our_number(matched, key)
             cells[row["key"], column["key"]] = Cell(
                 ours,
@@ -150,6 +161,7 @@ def table_cells(
                 [str(j.path) for j in matched],
                 row["values"][c],
                 errors[c],
+                key,
                 row.get("not_built"),
             )
     return cells
@@ -183,6 +195,9 @@ def markdown(table: Mapping[str, Any], cells: Mapping[tuple[str, str], Cell]) ->
     note = "each cell: ours ± spread (n) / published"
     if table.get("errors_mean"):
         note += f" ± {table['errors_mean']}"
+    fids = sorted({c.key for c in cells.values() if c.ours is not None and c.key.endswith("fid")})
+    if fids:  # which FID (a job's metrics.json says what it scored: <task>/fid_of)
+        note += f"; ours: {', '.join(fids)}"
     lines += ["", note + "; '–': no number."]
     lines += [f"- {r['label']} not built: {r['not_built']}" for r in rows if r.get("not_built")]
     return "\n".join(lines) + "\n"
@@ -208,13 +223,12 @@ def csv_rows(table: Mapping[str, Any], cells: Mapping[tuple[str, str], Cell]) ->
     for row in table["rows"]:
         for column in table["columns"]:
             cell = cells[row["key"], column["key"]]
-            key = metric_key(table, column["metric"], row)
             out.append(
                 {
                     "table": table["id"],
                     "row": row["key"],
                     "column": column["key"],
-                    "metric_key": key,
+                    "metric_key": cell.key,
                     "ours": cell.ours,
                     "spread": cell.spread,
                     "n": cell.n,

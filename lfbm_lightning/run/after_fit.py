@@ -3,17 +3,20 @@
 complete row of a paper table in its ``metrics.json``.
 
 Each task runs as ``evaluate.py task=<name>`` would (:func:`lfbm_lightning.run.evaluation.evaluate`
-on a composed ``conf/evaluate.yaml``) with ``ckpt_path`` the run's ``checkpoints/`` directory
-when it holds ``epoch-*.ckpt`` files (``callbacks.keep_last_epochs=N``: the paper's +/-, the
-spread over the last N epochs) and ``last.ckpt`` otherwise, writing into
-``<run>/eval/<task>/``. ``evaluate_overrides`` (evaluate.py overrides, e.g.
+on a composed ``conf/evaluate.yaml``), writing into ``<run>/eval/<task>/``, with ``ckpt_path``
+chosen by ``evaluate_checkpoint``: ``last``, the run's ``checkpoints/`` directory when it holds
+``epoch-*.ckpt`` files (``callbacks.keep_last_epochs=N``: the paper's +/-, the spread over the
+last N epochs) and ``last.ckpt`` otherwise; ``fid_best``, the FID callback's checkpoint of the
+lowest FID (``callbacks.fid.best_checkpoint``), as the paper's FIDs were measured. The choice
+is recorded as ``"evaluated_checkpoint"``. ``evaluate_overrides`` (evaluate.py overrides, e.g.
 ``[anomaly.n_steps=50]``) apply to every task. The tasks run on the job's training device,
 in one process or N: an evaluate ``device`` of another type in them is not used (a warning
 says so), and each task's ``metrics.json`` says which ran (``device``).
 
 The run's ``metrics.json`` then gains, per task ``t`` and number ``m`` it reports,
 ``"t/m"`` (the mean over the checkpoints), ``"t/m_sd"`` (their sample standard deviation, 0 for
-one checkpoint) and ``"t/n_checkpoints"``, and ``"evaluation": {t: "completed" | "failed: <the
+one checkpoint) and ``"t/n_checkpoints"``, ``"t/fid_of"`` (what a FID scored) where ``t`` gives
+one, and ``"evaluation": {t: "completed" | "failed: <the
 error>"}``: one failing task is reported in the row and the others still run;
 ``"time/evaluate_after_fit_s"`` is the seconds all the tasks took.
 ``metrics.json`` is rewritten after each task, so a run stopped by a signal keeps the tasks
@@ -78,8 +81,35 @@ def check_task_names(cfg: DictConfig) -> None:
         get_class(OmegaConf.load(TASK_DIR / f"{name}.yaml").task._target_).check_training(cfg)
 
 
-def run_checkpoints(ckpt_dir: Path) -> Path:
-    """The checkpoints to score: the directory when it keeps epoch files, else last.ckpt."""
+CHECKPOINT_CHOICES = ("last", "fid_best")
+"""Values of ``evaluate_checkpoint`` (module docstring)."""
+
+
+def checkpoint_choice(cfg: DictConfig) -> str:
+    """``evaluate_checkpoint``, checked before training: a :class:`ConfigError` for an unknown
+    value, or for ``fid_best`` without a FID callback that keeps its best checkpoint."""
+    choice = OmegaConf.select(cfg, "evaluate_checkpoint", default="last")
+    if choice not in CHECKPOINT_CHOICES:
+        raise ConfigError(
+            f"evaluate_checkpoint must be one of {list(CHECKPOINT_CHOICES)}, got {choice!r}"
+        )
+    fid = OmegaConf.select(cfg, "callbacks.fid", default=None)
+    if task_names(cfg) and choice == "fid_best":
+        every = 0 if fid is None else fid.get("every_n_epochs", 0)
+        if not every or fid.get("best_checkpoint") is None:
+            raise ConfigError(
+                "evaluate_checkpoint=fid_best needs the FID callback's best checkpoint: set "
+                "callbacks.fid.every_n_epochs=N (> 0) and callbacks.fid.best_checkpoint, or "
+                "evaluate_checkpoint=last"
+            )
+    return choice
+
+
+def run_checkpoints(cfg: DictConfig, ckpt_dir: Path) -> Path:
+    """The checkpoints to score (module docstring): ``fid_best.ckpt``, the directory when it
+    keeps epoch files, or ``last.ckpt``."""
+    if checkpoint_choice(cfg) == "fid_best":
+        return Path(cfg.callbacks.fid.best_checkpoint)
     return ckpt_dir if any(ckpt_dir.glob(CHECKPOINT_PATTERN)) else ckpt_dir / "last.ckpt"
 
 
@@ -91,15 +121,20 @@ def compose_evaluate(overrides: Sequence[str]) -> DictConfig:
         return compose("evaluate", overrides=list(overrides))
 
 
-def row_numbers(task: str, summary: dict[str, Any]) -> dict[str, float]:
+def row_numbers(task: str, summary: dict[str, Any]) -> dict[str, float | str]:
     """``t/m``, ``t/m_sd`` and ``t/n_checkpoints`` from an evaluate summary (one checkpoint:
-    the task's numbers, sd 0; several: their mean and sd)."""
+    the task's numbers, sd 0; several: their mean and sd), and ``t/fid_of`` when the task
+    scored a FID (a label: prior samples, recovered training images)."""
     if "mean" in summary:
         means, sds, n = summary["mean"], summary["sd"], summary["n_checkpoints"]
+        fid_of = next(iter(summary["checkpoints"].values()), {}).get("fid_of")
     else:
         means = {k: v for k, v in summary.items() if is_number(v) and k != "processes"}
         sds, n = dict.fromkeys(means, 0.0), 1
-    out: dict[str, float] = {f"{task}/n_checkpoints": n}
+        fid_of = summary.get("fid_of")
+    out: dict[str, float | str] = {f"{task}/n_checkpoints": n}
+    if fid_of is not None:
+        out[f"{task}/fid_of"] = fid_of
     for key, value in means.items():
         out[f"{task}/{key}"] = float(value)
         out[f"{task}/{key}_sd"] = float(sds.get(key, 0.0))
@@ -127,13 +162,14 @@ def evaluate_after_fit(
     rank, world_size = rank_and_world_size()
     if world_size > 1:
         dist.barrier()  # every rank sees the checkpoint rank 0 wrote
-    ckpt = run_checkpoints(ckpt_dir)
+    ckpt = run_checkpoints(cfg, ckpt_dir)
     extra = list(OmegaConf.select(cfg, "evaluate_overrides", default=None) or [])
     metrics_path = out_dir / "metrics.json"
     record = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     status: dict[str, str] = dict(record.get("evaluation", {}))
     spent = float(record.get("time/evaluate_after_fit_s", 0.0))  # by the run resumed, if any
     added: dict[str, Any] = {"evaluation": status, "time/evaluate_after_fit_s": spent}
+    added["evaluated_checkpoint"] = str(ckpt)
     for name in names:
         if status.get(name) == "completed":  # by the run this one resumes
             log.info("evaluate_after_fit: task %s completed earlier, skipped", name)

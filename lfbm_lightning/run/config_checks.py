@@ -29,6 +29,7 @@ from lfbm_lightning.checks import (
     is_positive,
 )
 from lfbm_lightning.data.occlusion import MASK_KINDS
+from lfbm_lightning.data.splits import PROTOCOLS
 from lfbm_lightning.errors import ConfigError
 
 
@@ -126,6 +127,7 @@ RULES = [
     Rule("dataset.channels", "an integer >= 1", _at_least_one),
     Rule("dataset.image_size", "an integer >= 1", _at_least_one),
     Rule("dataset.holdout_digit", "null or an integer in 0..9", _digit_or_none),
+    Rule("dataset.protocol", f"one of {sorted(PROTOCOLS)}", lambda v: v in PROTOCOLS),
     Rule("seed", f"an integer in [0, {SEED_MAX}]", _seed),
     Rule(
         "dataset.occlusion.kind",

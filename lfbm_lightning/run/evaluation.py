@@ -9,8 +9,9 @@ and ``results.md``.
 
 Several checkpoints (``ckpt_path`` a directory of ``epoch-*.ckpt`` files, or a glob): each is
 scored in the subdirectory of its name, and the top-level files hold every checkpoint's numbers
-and, per number, the mean and the sample standard deviation over the checkpoints (the paper's
-error bars: the spread over the last epochs of one run).
+and, per number, the mean and the sample standard deviation over the checkpoints (our reading
+of the paper's error bars, which the slides do not explain: the spread over the last epochs of
+one run).
 
 With ``devices=N`` (and ``num_nodes``) Lightning Fabric's ``ddp`` starts N processes (or joins
 the ranks ``torchrun`` or SLURM started), each on its own device; every task shares its

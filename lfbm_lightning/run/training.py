@@ -56,7 +56,12 @@ from lfbm_lightning.checks import is_number
 from lfbm_lightning.errors import CheckpointError, DivergenceError, LfbmError
 from lfbm_lightning.generators import output_shape
 from lfbm_lightning.models import LatentPriorModel
-from lfbm_lightning.run.after_fit import check_task_names, evaluate_after_fit, task_names
+from lfbm_lightning.run.after_fit import (
+    check_task_names,
+    checkpoint_choice,
+    evaluate_after_fit,
+    task_names,
+)
 from lfbm_lightning.run.config_checks import validate_config
 from lfbm_lightning.run.config_tree import print_config_tree
 from lfbm_lightning.run.summary import run_summary
@@ -226,6 +231,7 @@ def train(cfg: DictConfig) -> tuple[LatentPriorModel, dict[str, float]]:
     """
     validate_config(cfg)
     check_task_names(cfg)  # evaluate_after_fit: an unknown task fails now, not after training
+    checkpoint_choice(cfg)  # and evaluate_checkpoint=fid_best without its checkpoint
     out_dir = Path(cfg.paths.output_dir)
     rank_zero = is_first_process()  # node n > 0 of a multi-node job is not, before fit too
     ckpt_path = cfg.get("ckpt_path")

@@ -5,7 +5,8 @@ The model was trained on occluded images (each training image x has one fixed ma
 inferred on the masked energy E(z) = ||m * (x - g(z))||^2 / (2 sigma^2) - log p(z), and the
 recovered image g(z) is compared with the complete x on the [0, 1] scale: on the missing pixels
 (the recovery error), on the observed ones and on all of them; each a per-image MSE averaged
-over images. Optionally the FID of the recovered images against the (complete) training set.
+over images. Optionally (``fid``) the FID of the recovered images against the (complete)
+training set; the authors' recovery FID is of prior samples instead (``task=synthesis``).
 
 Two chains (option ``chain``):
 
@@ -49,6 +50,8 @@ FIGURE_GROUPS = 2
 """Blocks of (original | occluded | recovered) columns side by side in recovery.png."""
 
 SCORES = ("mse_missing_01", "mse_observed_01", "mse_all_01")
+FID_OF = "recovered training images"
+"""What ``fid`` scores (``task=synthesis`` scores prior samples, the authors' recovery FID)."""
 CHAINS = {
     "sample": "training sampler: Langevin with noise from N(0, I) (inference.n_steps)",
     "fit": "noise-free Langevin fit from N(0, I) (inference.eval_steps)",
@@ -67,7 +70,8 @@ class Recovery(ExampleTask):
 
     Results: ``chain`` (and ``chain_description``), ``n_images``, ``n_steps``, ``step_size``,
     ``noise``, ``missing_fraction`` (mean over images), the three mean MSEs on [0, 1], and with
-    ``recovery.fid`` the ``fid`` of the recovered images with ``fid_n_samples``,
+    ``recovery.fid`` the ``fid`` of the recovered images (``fid_of``: :data:`FID_OF`) with
+    ``fid_n_samples``,
     ``fid_n_reference`` and ``feature_layer``.
     """
 
@@ -154,6 +158,7 @@ class Recovery(ExampleTask):
             return {}
         return {
             "fid": frechet_distance(stats, reference),
+            "fid_of": FID_OF,
             "fid_n_samples": stats.n,
             "fid_n_reference": reference.n,
             "feature_layer": self.inception.feature_layer,

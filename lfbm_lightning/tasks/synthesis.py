@@ -30,15 +30,19 @@ from lfbm_lightning.reporting.image_grids import save_grid
 from lfbm_lightning.tasks.outputs import is_writer
 from lfbm_lightning.tasks.task import Task
 
+FID_OF = "prior samples"
+"""What ``fid`` scores (``fid_of`` in metrics.json and results.md; recovery's scores another)."""
+
 
 class Synthesis(Task):
     """Write ``samples.png`` and score prior samples (FID, optional KID / IS).
 
     The FID samples are shared out over the ranks; the figure and KID / IS are rank 0's work.
 
-    Results: ``fid``, ``fid_n_samples``, ``fid_n_reference``, ``feature_layer`` (when
-    ``synthesis.fid``), ``kid_mean``, ``kid_std``, ``kid_n_reference`` (``kid``),
-    ``inception_score_mean`` / ``_std`` (``isc``), ``fidelity_n_samples``.
+    Results: ``fid``, ``fid_of`` (what it scored: :data:`FID_OF`), ``fid_n_samples``,
+    ``fid_n_reference``, ``feature_layer`` (when ``synthesis.fid``), ``kid_mean``, ``kid_std``,
+    ``kid_n_reference`` (``kid``), ``inception_score_mean`` / ``_std`` (``isc``),
+    ``fidelity_n_samples``.
     """
 
     files = ("samples.png",)
@@ -62,6 +66,7 @@ class Synthesis(Task):
             return {}
         return {
             "fid": frechet_distance(samples, reference),
+            "fid_of": FID_OF,
             "fid_n_samples": samples.n,
             "fid_n_reference": reference.n,
             "feature_layer": inception.feature_layer,

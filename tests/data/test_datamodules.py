@@ -17,7 +17,7 @@ from lfbm_lightning.data.occlusion import MaskMaker, expected_coverage
 from lfbm_lightning.data.svhn import SVHNDataModule
 from lfbm_lightning.errors import DatasetFilesMissing
 from lfbm_lightning.run.training import prepare_before_fit
-from tests.data.conftest import mnist_grey
+from tests.data.conftest import MNIST_COUNTS, mnist_grey
 
 LOADER = {"batch_size": 4, "num_workers": 0, "seed": 1}
 
@@ -207,7 +207,7 @@ def test_mnist_holdout_trains_on_the_whole_80_percent_by_default(mnist_full_root
     assert np.intersect1d(test.indices, train.indices).size == 0
 
 
-def test_mnist_holdout_split_is_fixed_by_seed_42(mnist_full_root):
+def test_mnist_holdout_split_is_fixed_by_the_holdout_seed(mnist_full_root):
     first = mnist(mnist_full_root.root, holdout_digit=4)
     other_run_seed = mnist(mnist_full_root.root, holdout_digit=4, seed=7)
     first.setup()
@@ -217,6 +217,39 @@ def test_mnist_holdout_split_is_fixed_by_seed_42(mnist_full_root):
     reshuffled = mnist(mnist_full_root.root, holdout_digit=4, holdout_seed=0)
     reshuffled.setup()
     assert not np.array_equal(test, reshuffled.splits["test"].indices)
+
+
+@pytest.mark.parametrize("digit", [1, 5])
+def test_mnist_official_protocol_keeps_the_official_split(mnist_full_root, digit):
+    """protocol=official: the 60,000 training images less digit k; all 10,000 test images, digit
+    k the anomalies, so the chance level is k's share of the test split (0.1135 for 1, 0.0892
+    for 5), not the pooled protocol's 0.388 / 0.331."""
+    dm = mnist(mnist_full_root.root, holdout_digit=digit, protocol="official")
+    dm.setup()
+    train, val, test = (dm.splits[s] for s in ("train", "val", "test"))
+    n_digit_train, n_digit_test = MNIST_COUNTS["train"][digit], MNIST_COUNTS["test"][digit]
+    assert (len(train), len(val), len(test)) == (60_000 - n_digit_train, 1_000, 10_000)
+    assert (train.indices < 60_000).all() and (test.indices >= 60_000).all()
+    assert sorted(test.indices - 60_000) == list(range(10_000))
+    anomaly = test.labels.numpy()
+    assert anomaly.sum() == n_digit_test
+    assert anomaly.mean() == pytest.approx({1: 0.1135, 5: 0.0892}[digit])
+    grey = mnist_grey(digit)
+    assert not (train.images[train.indices, 0, 0, 0] == grey).any()
+    assert np.array_equal(test.images[test.indices, 0, 0, 0] == grey, anomaly == 1)
+
+
+def test_mnist_pooled_protocol_chance_levels(mnist_full_root):
+    """The anomaly fraction of the pooled 80/20 test set, docs/paper.md's chance-level row."""
+    for digit, chance in {1: 0.388, 4: 0.351, 5: 0.331, 7: 0.368, 9: 0.356}.items():
+        dm = mnist(mnist_full_root.root, holdout_digit=digit, protocol="pooled_80_20")
+        dm.setup()
+        assert dm.splits["test"].labels.numpy().mean() == pytest.approx(chance, abs=5e-4)
+
+
+def test_mnist_unknown_protocol_is_refused(mnist_full_root):
+    with pytest.raises(ValueError, match="dataset.protocol must be one of"):
+        mnist(mnist_full_root.root, holdout_digit=1, protocol="zenati")
 
 
 def test_celeba_uses_the_official_partitions(celeba_root):

@@ -140,7 +140,8 @@ def test_dataset_option_brings_the_papers_setting(compose_cfg, name):
 
 def test_mnist_defaults_to_the_standard_split_with_the_protocol_seed(compose_cfg):
     cfg = compose_cfg(["dataset=mnist"])
-    assert cfg.dataset.holdout_digit is None and cfg.dataset.holdout_seed == 42
+    assert cfg.dataset.holdout_digit is None and cfg.dataset.holdout_seed == 1
+    assert cfg.dataset.protocol == "pooled_80_20"
     cfg = compose_cfg(["dataset=mnist", "dataset.holdout_digit=7"])
     assert instantiate(cfg.dataset).holdout_digit == 7
 

@@ -38,6 +38,13 @@ def test_bad_value_is_named_with_its_range(compose_cfg, override, message):
         validate_config(cfg)
 
 
+def test_unknown_mnist_protocol_is_named_with_the_choices(compose_cfg):
+    cfg = compose_cfg(["dataset=mnist", "dataset.protocol=zenati"])
+    message = "dataset.protocol must be one of ['official', 'pooled_80_20'], got 'zenati'"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(cfg)
+
+
 def test_good_default_config_passes(compose_cfg):
     validate_config(compose_cfg([]))
 

@@ -61,3 +61,24 @@ def test_recovery_uses_the_training_sampler_by_default_and_fits_on_request(
 
     with pytest.raises(ValueError, match=r"recovery.chain must be one of \['sample', 'fit'\]"):
         run_task(occluded_ckpt, "recovery", [*small, "recovery.chain=map"])
+
+
+@pytest.mark.slow
+def test_recovery_fid_of_the_recovered_images_says_so(
+    occluded_ckpt, run_task, inception_weights, tmp_path
+):
+    """recovery.fid=true: the option beside the paper's recovery FID (task=synthesis, prior
+    samples); metrics.json and results.md name what was scored."""
+    overrides = [
+        "recovery.n_examples=20",
+        "recovery.n_steps=5",
+        "recovery.fid=true",
+        f"metrics.inception_weights={inception_weights}",
+        f"metrics.stats_dir={tmp_path / 'fid_stats'}",
+        "metrics.feature_layer=64",
+        "metrics.reference_images=24",
+    ]
+    metrics, out = run_task(occluded_ckpt, "recovery", overrides)
+    assert metrics["fid"] > 0 and metrics["fid_n_samples"] == 20
+    assert metrics["fid_of"] == "recovered training images"
+    assert "| fid_of | recovered training images |" in (out / "results.md").read_text()

@@ -27,6 +27,8 @@ def test_synthesis_fid_with_counts_and_cached_reference(
     assert math.isfinite(metrics["fid"]) and metrics["fid"] > 0
     assert (metrics["fid_n_samples"], metrics["fid_n_reference"]) == (30, 24)
     assert metrics["feature_layer"] == "64"
+    assert metrics["fid_of"] == "prior samples"
+    assert "| fid_of | prior samples |" in (out / "results.md").read_text()
     assert grid_shape(out / "samples.png") == (4, 4)
     (cache,) = stats_dir.glob("DigitsDataModule-*-train-24-layer64.npz")
     written_at = cache.stat().st_mtime_ns
