@@ -1,23 +1,11 @@
 """The error handling shared by ``train.py`` and ``evaluate.py``.
 
-A user-fixable error (:class:`~lfbm_lightning.errors.LfbmError`, an OmegaConf error such as
-a missing ``???`` value met while the job runs, or Hydra's error for a config node whose
-object cannot be built, e.g. ``prior.n_components=0``) is printed as ONE line on stderr,
-``error: <message>``, and the process exits with:
-
-- ``2``: a config or usage error (:class:`~lfbm_lightning.errors.ConfigError`, OmegaConf
-  errors, Hydra's ``InstantiationException``, unless a project error caused it: that one's),
-- ``1``: any other project error (checkpoint, data, divergence, ...),
-- the error's own ``exit_code`` when it has one (``143`` for a run stopped by SIGTERM,
-  ``130`` by SIGINT: :class:`~lfbm_lightning.run.training.RunInterrupted`).
-
-``HYDRA_FULL_ERROR=1`` re-raises instead, with the full traceback. Anything else is a bug and
-keeps its traceback. In a ``--multirun`` the failed job raises :class:`JobFailed`, so that
-Hydra's sweeper still runs the other jobs and then prints that one line,
-``error: job <n> (<its overrides>): <message>`` (and its hint about ``HYDRA_FULL_ERROR``);
-:func:`sweep_exit_code` turns Hydra's exit status 1 into the job's own. Errors Hydra would
-meet while composing the config (an unknown key, a bad override, an unusable run directory)
-are caught before Hydra starts, by :mod:`lfbm_lightning.cli.preflight`.
+A user-fixable error is printed as one line on stderr, ``error: <message>``, and the process
+exits with ``2`` (a config or usage error), ``1`` (any other project error) or the error's own
+``exit_code`` (``143`` SIGTERM, ``130`` SIGINT). ``HYDRA_FULL_ERROR=1`` re-raises instead;
+anything else is a bug and keeps its traceback. In a ``--multirun`` a failed job raises
+:class:`JobFailed` and :func:`sweep_exit_code` turns Hydra's status 1 into the job's own.
+Details: docs/runs.md ("Errors and exit codes").
 """
 
 from __future__ import annotations

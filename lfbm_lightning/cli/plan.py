@@ -1,26 +1,12 @@
 """What a sweep costs, before anything trains: its jobs, epochs, generator passes and hours.
 
     python -m lfbm_lightning.cli.plan experiment=paper/anomaly_mnist
-    python -m lfbm_lightning.cli.plan experiment=paper/recovery_digits prior=flow
 
-The arguments are those of ``python train.py -m ...``. The jobs are the product of the
-experiment's ``hydra.sweeper.params`` (a command-line ``key=a,b`` replaces or adds a swept
-key); each job's config is composed as train.py would. Per job, with E epochs, B batches per
-epoch and K chain steps per batch (``inference.n_steps``; an amortized run counts its
-``refine_steps``), Langevin steps = E * B * K; the generator passes of its training chains
-and updates, its validation, its evaluation after fit (per task) and its FID samples are
-counted by :mod:`lfbm_lightning.run.pass_counts`. With c the measured seconds of one chain
-step at batch 100 for the data set (``benchmarks/results/langevin_speed_<device>_b100.csv``,
-row ``ours``, written by ``benchmarks/langevin_speed.py``; its ``machine`` column names the
-machine, the Intel Xeon where empty),
-
-    hours = (training + validation + evaluation passes) / 100 * c / 3600
-
-The Inception features of FID samples are counted, not timed; a data set without a
-measurement shows '?'. Every job's config gets train.py's checks before training (settings,
-and what the ``evaluate_after_fit`` tasks need of the run), all but the accelerator's (a plan
-made on a login node is for other machines): a bad job refuses the plan with a
-``ConfigError`` naming the job and the setting.
+The arguments are those of ``python train.py -m ...``; the jobs are the product of
+``hydra.sweeper.params``. Per job, Langevin steps = E * B * K and, with c the measured seconds
+of one chain step at batch 100, hours = (training + validation + evaluation passes) / 100 * c
+/ 3600. Every job gets train.py's checks except the accelerator's; a bad job raises
+``ConfigError``. Details: docs/runs.md ("Planning a sweep").
 """
 
 from __future__ import annotations

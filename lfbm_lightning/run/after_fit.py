@@ -1,37 +1,12 @@
-"""Evaluate a run's checkpoint(s) when its training ends, inside the same job
-(``evaluate_after_fit=[reconstruction, anomaly]``), so that each job of a sweep leaves a
-complete row of a paper table in its ``metrics.json``.
+"""Evaluate a run's checkpoint(s) when its training ends, inside the same job.
 
-Each task runs as ``evaluate.py task=<name>`` would (:func:`lfbm_lightning.run.evaluation.evaluate`
-on a composed ``conf/evaluate.yaml``), writing into ``<run>/eval/<task>/``, with ``ckpt_path``
-chosen by ``evaluate_checkpoint``: ``last``, the run's ``checkpoints/`` directory when it holds
-``epoch-*.ckpt`` files (``callbacks.keep_last_epochs=N``: the paper's +/-, the spread over the
-last N epochs) and ``last.ckpt`` otherwise; ``fid_best``, the FID callback's checkpoint of the
-lowest FID (``callbacks.fid.best_checkpoint``), as the paper's FIDs were measured. The choice
-is recorded as ``"evaluated_checkpoint"``. ``evaluate_overrides`` (evaluate.py overrides, e.g.
-``[anomaly.n_steps=50]``) apply to every task. The tasks run on the job's training device,
-in one process or N: an evaluate ``device`` of another type in them is not used (a warning
-says so), and each task's ``metrics.json`` says which ran (``device``).
-
-The run's ``metrics.json`` then gains, per task ``t`` and number ``m`` it reports,
-``"t/m"`` (the mean over the checkpoints), ``"t/m_sd"`` (their sample standard deviation, 0 for
-one checkpoint) and ``"t/n_checkpoints"``, ``"t/fid_of"`` (what a FID scored) where ``t`` gives
-one, and ``"evaluation": {t: "completed" | "failed: <the
-error>"}``: one failing task is reported in the row and the others still run;
-``"time/evaluate_after_fit_s"`` is the seconds all the tasks took.
-``metrics.json`` is rewritten after each task, so a run stopped by a signal keeps the tasks
-completed; its resume runs the others (a task already ``completed`` there is skipped).
-
-In a DDP job (an initialised process group of N > 1 ranks) every rank runs the tasks, inside
-the job's ``ddp_job_scope``, in its process group and on its own training device (the evaluate
-settings ``devices`` and ``num_nodes`` are not used): each task shares its work out
-over the N ranks exactly as ``evaluate.py devices=N`` does. After each task the ranks exchange
-their outcome (one ``all_gather_object``): an error on any rank fails the task on all
-(``"failed (rank r): <the error>"``, r the first failing rank), and every rank keeps rank 0's
-numbers, so all ranks agree and run the next task together. Rank 0 alone writes the files.
-A rank that fails on its own in the middle of a task's exchanges (e.g. out of memory on one
-device; not a setting, checkpoint or data error, which happen before them) is not recovered
-from: the others wait until the process group's timeout.
+``evaluate_after_fit=[task, ...]`` runs each task as ``evaluate.py task=<name>`` would
+(:func:`lfbm_lightning.run.evaluation.evaluate`) into ``<run>/eval/<task>/``, on the checkpoints
+chosen by ``evaluate_checkpoint`` (``last`` or ``fid_best``), with ``evaluate_overrides``. The
+run's ``metrics.json`` gains ``"t/m"``, ``"t/m_sd"``, ``"t/n_checkpoints"`` and
+``"evaluation": {t: "completed" | "failed: <error>"}``, rewritten after each task so that a
+resume runs only the tasks left. In a DDP job every rank runs the tasks and rank 0 writes.
+Details: docs/runs.md ("Evaluation after fit"); DDP: docs/scaling.md.
 """
 
 from __future__ import annotations

@@ -1,23 +1,12 @@
 """Evaluate one checkpoint, or several, on one task (the logic behind evaluate.py).
 
-The model comes from the checkpoint alone (:func:`lfbm_lightning.runtime.checkpoints.load_model`,
-which never runs code from the file) and the data module from the config stored in it
-(``dataset`` node), with the data directory replaced when ``paths.data_dir`` is given. The
-task (``task=<name>``: ``conf/task/<name>.yaml``, whose ``task._target_`` names a
-:class:`lfbm_lightning.tasks.task.Task`) writes its files; this module adds ``metrics.json``
-and ``results.md``.
-
-Several checkpoints (``ckpt_path`` a directory of ``epoch-*.ckpt`` files, or a glob): each is
-scored in the subdirectory of its name, and the top-level files hold every checkpoint's numbers
-and, per number, the mean and the sample standard deviation over the checkpoints (our reading
-of the paper's error bars, which the slides do not explain: the spread over the last epochs of
-one run).
-
-With ``devices=N`` (and ``num_nodes``) Lightning Fabric's ``ddp`` starts N processes (or joins
-the ranks ``torchrun`` or SLURM started), each on its own device; every task shares its
-examples or samples out over the ranks and gathers the results (:mod:`lfbm_lightning.tasks
-.examples`), and rank 0 writes the files. Called in every rank of a job that already has a
-process group (``evaluate_after_fit`` in a DDP training job), it uses that job's ranks instead.
+The model comes from the checkpoint alone (:func:`lfbm_lightning.runtime.checkpoints.load_model`)
+and the data module from its stored ``dataset`` config; the task (``conf/task/<name>.yaml``, a
+:class:`lfbm_lightning.tasks.task.Task`) writes its files, and this module ``metrics.json``
+and ``results.md``. Several checkpoints (a directory of ``epoch-*.ckpt`` or a glob) give each
+number's mean and sample standard deviation. ``devices=N`` shares the work over N ranks
+(or the ranks of an existing process group); rank 0 writes.
+Details: docs/runs.md ("Evaluating checkpoints"); docs/scaling.md.
 """
 
 from __future__ import annotations

@@ -1,34 +1,12 @@
 """Build and run a training job from a composed Hydra config (the logic behind train.py).
 
-With a DDP strategy, ``trainer.fit`` runs inside
-:func:`~lfbm_lightning.runtime.distributed.ddp_job_scope`, so that the ranks join the current
-job, also inside a Hydra sweep; ``evaluate_after_fit`` runs inside it too, after the fit, in
-every rank (:mod:`lfbm_lightning.run.after_fit`).
-
-How a run ends is written to ``metrics.json`` as ``"status"``:
-
-- ``completed``: ``trainer.fit`` returned;
-- ``interrupted``: SIGTERM (scheduler preemption) or SIGINT (Ctrl-C), in any phase (within
-  seconds outside training batches, after the batch within them;
-  :mod:`lfbm_lightning.runtime.preemption`); ``"phase"`` and ``"signal"`` say where and which.
-  ``last.ckpt`` holds the state reached and the run stops with :class:`RunInterrupted` (exit
-  status 143 or 130 from train.py). Resuming a run stopped after its last epoch (end figures,
-  evaluation after fit) runs only the evaluation tasks not yet completed;
-- ``diverged``: a non-finite batch under ``model.on_divergence=stop``, or more than
-  ``model.max_skipped_fraction`` of an epoch's batches skipped under ``skip``
-  (:class:`~lfbm_lightning.errors.DivergenceError`, whose message names the last checkpoint);
-- ``failed``: any other error.
-
-``"progress"`` holds ``epoch`` (Lightning's current epoch: the epochs done after a complete
-run, the 0-based epoch in progress after an interruption), ``epochs_completed``,
-``global_step`` and ``skipped_batches``. After a completed fit it gains the seconds of this
-process: ``time/fit_s``, ``time/train_total_s``, ``time/val_total_s``
-(:mod:`lfbm_lightning.callbacks.timing`) and ``time/figures_s``.
-
-``resume=true`` resumes the run in ``paths.output_dir`` from its ``last.ckpt`` (a fresh start
-without one) and returns at once when ``metrics.json`` says ``completed`` with every
-``evaluate_after_fit`` task recorded and ``trainer.max_epochs`` trained, so that re-running a
-sweep finishes only what is left.
+With a DDP strategy, ``trainer.fit`` and ``evaluate_after_fit`` run inside
+:func:`~lfbm_lightning.runtime.distributed.ddp_job_scope`. ``metrics.json`` records
+``"status"`` (``completed``, ``interrupted``: :class:`RunInterrupted`, exit 143 or 130,
+``diverged``: :class:`~lfbm_lightning.errors.DivergenceError`, or ``failed``), ``"progress"``
+and, after a completed fit, the ``time/*`` seconds. ``resume=true`` resumes from
+``last.ckpt`` and returns at once when the run is already complete.
+Details: docs/runs.md ("Training runs").
 """
 
 from __future__ import annotations
