@@ -1,25 +1,11 @@
 """A sweep's numbers in the layout of the paper's tables, ours next to the published ones.
 
-The published tables are data (``lfbm_lightning/reporting/published_results.yaml``, schema at
-its top).
-A cell (row r, column c) of a table gathers the jobs of a sweep whose settings satisfy both
-the row's and the column's ``overrides`` (``prior=ebm`` and ``dataset.holdout_digit=4``): a
-config group is compared with the job's choice, any other key with its resolved value (as the
-job recorded them, :mod:`~lfbm_lightning.reporting.jobs`), and so are the table's own
-``overrides`` except its ``dataset=`` (the paper's data set), so that the digits versions of a
-sweep fill the same table. A job whose config lists ``paper_stands_for: [key=value, ...]``
-(the digits recovery jobs: a 4 px region stands for the paper's 30 px) satisfies those
-overrides instead of its own values for their keys. Each job's number is ``metrics.json[key]``,
-key the first of :func:`metric_keys` that the cell's jobs report (written by
-``evaluate_after_fit``):
-
-- one job: its value +/- its ``_sd`` (the spread over its evaluated checkpoints, the paper's
-  +/- for the anomaly table), n = its ``<task>/n_checkpoints``;
-- several jobs (seeds): the mean +/- the sample standard deviation over the jobs, n = jobs.
-
-The ``chance`` row of the anomaly table shows the chance level of the jobs of its column. A
-row this repository has no model for says "not built" in its cells, with the reason under the
-table (the row's ``not_built``).
+The published tables are data (``lfbm_lightning/reporting/published_results.yaml``). A cell
+(row r, column c) gathers the jobs whose settings satisfy both the row's and the column's
+``overrides``; its number is ``metrics.json[key]``, key the first of :func:`metric_keys` the
+jobs report: one job gives its value +/- its ``_sd``; several jobs (seeds) the mean +/- the
+sample standard deviation. Rows without a model say "not built".
+Details: docs/runs.md ("Paper tables").
 """
 
 from __future__ import annotations
