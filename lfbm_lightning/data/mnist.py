@@ -1,12 +1,6 @@
 """MNIST: the standard train/test split, or a held-out-digit anomaly protocol (docs/paper.md).
 
-Held-out digit k, ``protocol=pooled_80_20``: pool all 70,000 images, drop digit k, permute the
-rest with ``holdout_seed``; the first 80% is the training set; the test set is the other 20% plus
-every image of digit k (chance level 0.33..0.39). ``protocol=official``: the 60,000 training
-images without digit k; the 10,000 test images, digit k the anomalies (chance level about 0.1).
-Label 1 = anomaly. In all, ``val`` is drawn from the training set (``val_size`` images that stay
-in training, or a carved ``val_fraction``; :mod:`lfbm_lightning.data.splits`).
-
+``protocol=pooled_80_20`` or ``official`` (:mod:`lfbm_lightning.data.splits`); label 1 = anomaly.
 On disk (torchvision's layout): ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``
 (each may be gzipped, name + '.gz'): idx files, a big-endian int32 magic (2051 images, 2049
 labels) and dims, then the uint8 values.

@@ -1,16 +1,9 @@
 """Seeded index splits: the validation subset, the held-out-digit anomaly protocol.
 
-Validation (:func:`train_val_rows`). The paper trains on the whole training split, so by
-default every training image stays in training and ``val`` (what ``val/mse`` and the image
-grids use) is a fixed subset of ``val_size`` of those same training images, drawn with the
-data module's seed: it monitors the fit, never the split the paper evaluates on. Setting
-``dataset.val_fraction`` instead carves that share out of training (not in the paper).
-
-Held-out-digit protocols (``PROTOCOLS``). ``pooled_80_20`` (Zenati et al. 2018, followed by MEG
-and LEBM): pool every image, remove the held-out digit, permute the rest with a fixed seed; the
-first ``train_fraction`` is the training set (normal digits only); the test set is the remainder
-plus every image of the held-out digit, label 1 = anomaly. ``official``: the official training
-split without the held-out digit, and the whole official test split, label 1 = the digit.
+:func:`train_val_rows`: by default ``val`` is a fixed seeded subset of ``val_size`` training
+images that stay in training (it monitors the fit); ``dataset.val_fraction`` carves a share out
+of training instead. ``PROTOCOLS``: ``pooled_80_20`` and ``official``, label 1 = the
+held-out digit. The protocols: docs/paper.md ("MNIST held-out-digit protocol").
 """
 
 from __future__ import annotations

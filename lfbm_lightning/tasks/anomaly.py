@@ -1,29 +1,11 @@
 """Anomaly detection on a held-out-digit test split: AUPRC of several scores (docs/paper.md).
 
-For each test image x, z is fitted by ``n_steps`` noise-free Langevin steps from N(0, I). The
-scores (higher = more anomalous), each a column of ``per_example.csv``:
-
-- ``joint`` (column ``score``, the paper's headline):
-  ||x - g(z)||^2 / (2 sigma^2) - log p(z) = -log p(x, z) + const;
-- ``reconstruction`` (``score_reconstruction``): ||x - g(z)||^2 / (2 sigma^2) alone;
-- ``prior`` (``score_prior``): -log p(z) alone;
-- ``elbo`` (``score_elbo``, models with an encoder q(z|x) only, skipped for others): -ELBO(x),
-  ``elbo_samples`` reparameterised draws per image from q (the VAE row's score), no fit;
-- ``marginal`` (``score_marginal``, with its Monte-Carlo standard error ``score_marginal_se``):
-  -log p(x), importance sampled as in ``task=likelihood``
-  (:func:`lfbm_lightning.tasks.likelihood.image_log_likelihood`), its first proposal chain
-  starting at the fitted z. For an energy-based prior, log p(z) and log p(x) lack the same
-  constant -log Z, which changes no ranking, so neither is normalised here.
-
-The first three come from the same fitted chain; the marginal score costs more (``passes_*``).
-The anomaly (label 1, the held-out digit) is the positive class: AUPRC is the trapezoid under
-scikit-learn's precision-recall curve, as published, beside the average precision and the
-chance level (the anomaly fraction).
-
-Options (``conf/task/anomaly.yaml``, node ``anomaly``): ``split``, ``n_examples``, ``n_steps``,
-``step_size``, ``scores`` (a list, ``joint`` required) and ``marginal`` (the importance
-sampler's settings, as ``likelihood``'s); e.g.
-``evaluate.py task=anomaly anomaly.scores=[joint,reconstruction,prior,marginal]``.
+z is fitted by ``n_steps`` noise-free Langevin steps from N(0, I); scores (higher = more
+anomalous), columns of ``per_example.csv``: ``joint`` (``score``, the headline)
+||x - g(z)||^2 / (2 sigma^2) - log p(z); ``reconstruction``; ``prior`` -log p(z); ``elbo``
+-ELBO(x) (encoder models only); ``marginal`` -log p(x) (importance sampled, with ``_se``).
+Label 1 = anomaly; AUPRC is the trapezoid under scikit-learn's precision-recall curve.
+Options: ``conf/task/anomaly.yaml`` (node ``anomaly``). Details: docs/tasks.md ("Anomaly").
 """
 
 from __future__ import annotations

@@ -1,27 +1,11 @@
 """Unsupervised recovery: fill the occluded pixels of the training images (docs/paper.md).
 
-The model was trained on occluded images (each training image x has one fixed mask m,
-1 = observed), missing pixels never entering its likelihood. On those training images z is
-inferred on the masked energy E(z) = ||m * (x - g(z))||^2 / (2 sigma^2) - log p(z), and the
-recovered image g(z) is compared with the complete x on the [0, 1] scale: on the missing pixels
-(the recovery error), on the observed ones and on all of them; each a per-image MSE averaged
-over images. Optionally (``fid``) the FID of the recovered images against the (complete)
-training set; the authors' recovery FID is of prior samples instead (``task=synthesis``).
-
-Two chains (option ``chain``):
-
-- ``sample`` (default, the authors' way): the training sampler, K Langevin steps
-  z <- z - (s^2 / 2) dE/dz + s eps from z0 ~ N(0, I) with the noise on, K and s the
-  checkpoint's ``inference.n_steps`` and ``inference.step_size`` (a model with an encoder:
-  its ``refine_steps`` from the encoder's mean). The noise of a batch is seeded with
-  (seed, the batch's first example index).
-- ``fit``: noise-free steps (gradient descent on E) of ``inference.eval_step_size``, as many as
-  ``inference.eval_steps`` (20 x K).
-
-``n_steps`` / ``step_size`` override either chain's defaults.
-
-Options (``conf/task/recovery.yaml``, node ``recovery``): ``chain``, ``n_examples``,
-``n_steps``, ``step_size``, ``fid``, ``figure_examples``.
+z is inferred on the masked energy E(z) = ||m * (x - g(z))||^2 / (2 sigma^2) - log p(z)
+(m = 1 observed) and g(z) is compared with the complete x on [0, 1]: per-image MSE on the
+missing, observed and all pixels, averaged; optionally (``fid``) the FID of the recovered
+images. ``chain``: ``sample`` (default: K Langevin steps with noise,
+z <- z - (s^2 / 2) dE/dz + s eps) or ``fit`` (noise-free steps).
+Options: ``conf/task/recovery.yaml`` (node ``recovery``). Details: docs/tasks.md ("Recovery").
 """
 
 from __future__ import annotations

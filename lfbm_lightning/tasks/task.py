@@ -1,15 +1,10 @@
 """The skeleton every evaluation task shares; a task file holds only what is its own.
 
-A task is a class named by ``_target_`` in ``conf/task/<name>.yaml`` (``evaluate.py
-task=<name>``): :class:`Task` is built from the trained model, its rebuilt data module, the
-evaluate config and the output directory, :meth:`Task.run` writes the task's files (its
-:attr:`Task.files`) and returns the numbers for ``metrics.json``. A new task is one module
-here and one yaml in ``conf/task/``; nothing else names it.
-
-:class:`ExampleTask` is the per-example skeleton: select the examples of a split (a seeded
-random subset with ``n_examples``), give each rank its share, score them batch by batch
-(:meth:`ExampleTask.score`: one row per example), gather every rank's rows in example order,
-summarise them, and let rank 0 write ``per_example.csv`` and the figures.
+:class:`Task` (named by ``_target_`` in ``conf/task/<name>.yaml``) is built from the model, its
+data module, the evaluate config and the output directory; :meth:`Task.run` writes
+:attr:`Task.files` and returns the numbers for ``metrics.json``. :class:`ExampleTask` selects
+a split's examples, shares them over the ranks, scores them (:meth:`ExampleTask.score`: one
+row per example), gathers the rows in example order, and rank 0 writes. Details: docs/tasks.md.
 """
 
 from __future__ import annotations
