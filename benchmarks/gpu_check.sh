@@ -52,7 +52,7 @@ PY
 
 # 2. the tests, in three processes at once: in-process checks, real runs, compiled real runs
 export LFBM_TEST_DEVICE=$DEVICE LFBM_GPU_CHECK_OUT="$OUT/gpu_check_records" WANDB_MODE=offline
-rm -rf "$LFBM_GPU_CHECK_OUT"
+rm -rf "$LFBM_GPU_CHECK_OUT" "$OUT"/gpu_check_*.xml "$OUT"/gpu_check_pytest_*.txt  # no stale reports
 run_part() {  # NAME PYTEST-ARGS...: one test process, its report and JUnit file
   local name=$1; shift
   timeout "${GPU_CHECK_TEST_TIMEOUT:-330}" "$PY" -m pytest "$@" -m cuda -q -p no:cacheprovider \
