@@ -124,6 +124,8 @@ def test_a_task_failing_on_one_rank_after_fit_fails_on_every_rank(tmp_path, monk
 
     torch.multiprocessing.spawn(ddp_probe.after_fit_worker, args=(2, str(tmp_path)), nprocs=2)
     added = [json.loads((tmp_path / f"added{r}.json").read_text()) for r in (0, 1)]
+    seconds = [a.pop("time/evaluate_after_fit_s") for a in added]  # each rank's own clock
+    assert all(s > 0 for s in seconds)
     assert added[0] == added[1]
     assert added[0]["evaluation"] == {
         "anomaly": "failed (rank 1): RuntimeError: out of memory on rank 1",
@@ -132,7 +134,10 @@ def test_a_task_failing_on_one_rank_after_fit_fails_on_every_rank(tmp_path, monk
     assert added[0]["reconstruction/mse"] == 0.5  # rank 0's number (rank 1's is 1.5)
     assert added[0]["reconstruction/on_device"] == 1.0
     assert "anomaly/mse" not in added[0]
-    assert json.loads((tmp_path / "metrics.json").read_text()) == added[0]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {
+        **added[0],
+        "time/evaluate_after_fit_s": seconds[0],
+    }
 
 
 @pytest.fixture(scope="module")
