@@ -21,7 +21,6 @@ from omegaconf import DictConfig
 from lfbm_lightning import CONF_DIR
 from lfbm_lightning.cli.exit_codes import fail, report_errors, sweep_exit_code
 from lfbm_lightning.cli.help import evaluate_help, train_help
-from lfbm_lightning.cli.plan import plan
 from lfbm_lightning.cli.preflight import preflight
 from lfbm_lightning.errors import ConfigError
 
@@ -79,6 +78,8 @@ def train_command() -> None:
     (one line, exit status 2).
     """
     if PLAN_FLAG in sys.argv[1:]:
+        from lfbm_lightning.cli.plan import plan  # noqa: PLC0415 - it imports the model, as _train
+
         ignored = (PLAN_FLAG, "-m", "--multirun")
         try:
             text = plan([arg for arg in sys.argv[1:] if arg not in ignored])
