@@ -55,7 +55,9 @@ export LFBM_TEST_DEVICE=$DEVICE LFBM_GPU_CHECK_OUT="$OUT/gpu_check_records" WAND
 rm -rf "$LFBM_GPU_CHECK_OUT" "$OUT"/gpu_check_*.xml "$OUT"/gpu_check_pytest_*.txt  # no stale reports
 run_part() {  # NAME PYTEST-ARGS...: one test process, its report and JUnit file
   local name=$1; shift
+  # addopts without pyproject's "-n 2": one process per part, and no need for pytest-xdist
   timeout "${GPU_CHECK_TEST_TIMEOUT:-330}" "$PY" -m pytest "$@" -m cuda -q -p no:cacheprovider \
+    -o addopts="--strict-markers -ra --import-mode=importlib" \
     --junitxml="$OUT/gpu_check_$name.xml" > "$OUT/gpu_check_pytest_$name.txt" 2>&1
 }
 pids=()
