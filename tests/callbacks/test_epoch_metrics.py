@@ -1,0 +1,114 @@
+"""Two DDP ranks make the same collectives in the same order with the FID callback and a
+progress bar on (lfbm_lightning/callbacks/epoch_metrics.py): 2-process gloo runs of train.py.
+
+Before the fix rank 0's bar all-reduced the epoch metrics while rank 1 was in the FID's
+all-gather and the run hung at the end of epoch 0; ``ddp_timeout_min=1`` and the process
+timeout make such a regression fail within minutes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.callbacks.test_fid_callback import fid_every_epoch
+from tests.conftest import REPO, TINY
+
+HELPERS = REPO / "tests" / "helpers"
+BARS = {"tqdm": [], "rich": ["callbacks=rich"]}  # the default bar, and rich's
+
+
+def two_rank_run(run_dir: Path, args: list[str]) -> subprocess.Popen:
+    """Start a 2-process gloo ``train.py`` run in its own process group (killed as a whole on
+    a timeout); :class:`ddp_probe.CollectiveLog` writes each rank's collectives to run_dir."""
+    path = os.pathsep.join(p for p in (str(HELPERS), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
+    args = [
+        *TINY,
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "trainer.strategy=ddp",
+        "trainer.devices=2",
+        "dataset.batch_size=50",
+        "ddp_timeout_min=1",  # a mismatched collective fails after a minute instead of 30
+        "extras.print_config=false",
+        "+callbacks.collectives._target_=ddp_probe.CollectiveLog",
+        f"+callbacks.collectives.out_dir={run_dir}",
+        f"hydra.run.dir={run_dir}",
+        *args,
+    ]
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=REPO,
+        env=env,
+        stdout=(run_dir.parent / f"{run_dir.name}.log").open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def wait_all(processes: dict[str, subprocess.Popen], timeout: float) -> dict[str, int | None]:
+    """Exit codes by name; a process still running after ``timeout`` seconds (all together)
+    is killed with its process group and gets None."""
+    deadline = time.monotonic() + timeout
+    codes = {}
+    for name, process in processes.items():
+        try:
+            codes[name] = process.wait(timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            codes[name] = None
+    return codes
+
+
+@pytest.fixture(scope="module")
+def fid_runs(tmp_path_factory, inception_weights):
+    """The two runs with the FID every epoch, side by side, one per progress bar: the root
+    directory and each run's exit code (None: killed after 300 s)."""
+    root = tmp_path_factory.mktemp("ddp_fid")
+    fid = fid_every_epoch(inception_weights, root / "stats")
+    started = {bar: two_rank_run(root / bar, [*fid, *extra]) for bar, extra in BARS.items()}
+    return root, wait_all(started, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bar", BARS)
+def test_two_ranks_finish_with_the_fid_callback_and_a_progress_bar(fid_runs, bar):
+    root, codes = fid_runs
+    run = root / bar
+    assert codes[bar] == 0, (root / f"{bar}.log").read_text()[-3000:]
+    with open(run / "csv" / "metrics.csv") as handle:
+        logged = {
+            int(r["epoch"]): float(r["val/fid"]) for r in csv.DictReader(handle) if r["val/fid"]
+        }
+    assert sorted(logged) == [0, 1]
+    assert all(math.isfinite(v) and v > 0 for v in logged.values())
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    assert record["val/fid"] == logged[1]
+    assert record["val/fid_best"] == min(logged.values())
+    assert (run / "checkpoints" / "fid_best.ckpt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bar", BARS)
+def test_both_ranks_make_the_same_collectives_in_the_same_order(fid_runs, bar):
+    """The epoch metrics' all-reduces, the FID's gathers, the checkpoints' barriers: one
+    sequence on both ranks."""
+    root, codes = fid_runs
+    assert codes[bar] == 0, (root / f"{bar}.log").read_text()[-3000:]
+    ranks = [json.loads((root / bar / f"collectives-rank{r}.json").read_text()) for r in (0, 1)]
+    names = {name for name, _ in ranks[0]}
+    assert {"all_reduce", "all_gather_object", "barrier"} <= names, names
+    assert ranks[0] == ranks[1]
