@@ -1,9 +1,9 @@
 """Two DDP ranks make the same collectives in the same order with the FID callback and a
 progress bar on (lfbm_lightning/callbacks/epoch_metrics.py): 2-process gloo runs of train.py.
 
-Before the fix rank 0's bar all-reduced the epoch metrics while rank 1 was in the FID's
-all-gather and the run hung at the end of epoch 0; ``ddp_timeout_min=1`` and the process
-timeout make such a regression fail within minutes.
+A rank-0-only all-reduce (rank 0's bar reducing the epoch metrics) meets rank 1's FID
+all-gather and stops the run at the end of epoch 0; ``ddp_timeout_min=1`` and the process
+timeout make that fail within minutes instead of hanging.
 """
 
 from __future__ import annotations
