@@ -24,7 +24,14 @@ from tests.callbacks.test_fid_callback import fid_every_epoch
 from tests.conftest import REPO, TINY
 
 HELPERS = REPO / "tests" / "helpers"
-BARS = {"tqdm": [], "rich": ["callbacks=rich"]}  # the default bar, and rich's
+# the default callbacks (tqdm's bar) with early stopping, and with rich's bar
+BARS = {"tqdm": ["callbacks=early_stopping"], "rich": ["callbacks=rich"]}
+# every callback acting at each epoch's end: rank 0's image grids between the collectives
+EVERY_EPOCH = [
+    "callbacks.image_grids.every_n_epochs=1",
+    "callbacks.checkpoint.save_top_k=1",
+    "callbacks.keep_last_epochs=1",
+]
 
 
 def two_rank_run(run_dir: Path, args: list[str]) -> subprocess.Popen:
@@ -78,7 +85,9 @@ def fid_runs(tmp_path_factory, inception_weights):
     directory and each run's exit code (None: killed after 300 s)."""
     root = tmp_path_factory.mktemp("ddp_fid")
     fid = fid_every_epoch(inception_weights, root / "stats")
-    started = {bar: two_rank_run(root / bar, [*fid, *extra]) for bar, extra in BARS.items()}
+    started = {
+        bar: two_rank_run(root / bar, [*fid, *EVERY_EPOCH, *extra]) for bar, extra in BARS.items()
+    }
     return root, wait_all(started, timeout=300)
 
 
@@ -98,17 +107,21 @@ def test_two_ranks_finish_with_the_fid_callback_and_a_progress_bar(fid_runs, bar
     assert record["status"] == "completed"
     assert record["val/fid"] == logged[1]
     assert record["val/fid_best"] == min(logged.values())
-    assert (run / "checkpoints" / "fid_best.ckpt").is_file()
+    checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
+    assert {"fid_best.ckpt", "last.ckpt", "epoch-0001.ckpt"} <= checkpoints, checkpoints
+    assert any(name.startswith("best-epoch") for name in checkpoints), checkpoints
+    grids = {p.name for p in (run / "images").glob("samples_e*.png")}
+    assert grids == {"samples_e0001.png", "samples_e0002.png"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bar", BARS)
 def test_both_ranks_make_the_same_collectives_in_the_same_order(fid_runs, bar):
-    """The epoch metrics' all-reduces, the FID's gathers, the checkpoints' barriers: one
-    sequence on both ranks."""
+    """The epoch metrics' all-reduces, the FID's gathers, the checkpoints' barriers and
+    broadcasts, early stopping's decisions: one sequence on both ranks."""
     root, codes = fid_runs
     assert codes[bar] == 0, (root / f"{bar}.log").read_text()[-3000:]
     ranks = [json.loads((root / bar / f"collectives-rank{r}.json").read_text()) for r in (0, 1)]
     names = {name for name, _ in ranks[0]}
-    assert {"all_reduce", "all_gather_object", "barrier"} <= names, names
+    assert {"all_reduce", "all_gather_object", "barrier", "broadcast_object_list"} <= names
     assert ranks[0] == ranks[1]
