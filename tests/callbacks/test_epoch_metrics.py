@@ -1,5 +1,6 @@
 """Two DDP ranks make the same collectives in the same order with the FID callback and a
-progress bar on (lfbm_lightning/callbacks/epoch_metrics.py): 2-process gloo runs of train.py.
+progress bar on (lfbm_lightning/callbacks/epoch_metrics.py): 2-process gloo runs of train.py;
+and, in one process, the callbacks after EpochMetricsOnEveryRank find the epoch metrics computed.
 
 A rank-0-only all-reduce (rank 0's bar reducing the epoch metrics) meets rank 1's FID
 all-gather and stops the run at the end of epoch 0; ``ddp_timeout_min=1`` and the process
@@ -19,9 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
+from lfbm_lightning.callbacks.epoch_metrics import EpochMetricsOnEveryRank
 from tests.callbacks.test_fid_callback import fid_every_epoch
 from tests.conftest import REPO, TINY
+from tests.helpers.quiet_trainer import quiet_trainer
 
 HELPERS = REPO / "tests" / "helpers"
 # the default callbacks (tqdm's bar) with early stopping, and with rich's bar
@@ -125,3 +131,45 @@ def test_both_ranks_make_the_same_collectives_in_the_same_order(fid_runs, bar):
     names = {name for name, _ in ranks[0]}
     assert {"all_reduce", "all_gather_object", "barrier", "broadcast_object_list"} <= names
     assert ranks[0] == ranks[1]
+
+
+class LogsAnEpochMean(pl.LightningModule):
+    """Fits w to 1 by SGD and logs the epoch mean of its loss with ``sync_dist=True``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = (self.w - batch[0]).pow(2).mean()
+        self.log("train/loss", loss, on_step=False, on_epoch=True, sync_dist=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=2)
+
+
+class ReducedAtEpochEnd(pl.Callback):
+    """Records, in ``on_train_epoch_end``, whether each epoch metric was already computed
+    (reduced over the ranks under DDP): a read now would then make no collective."""
+
+    def __init__(self) -> None:
+        self.computed: dict[str, bool] = {}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        results = trainer._results.items()
+        self.computed = {k: m._computed is not None for k, m in results if m.meta.on_epoch}
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["with", "without"])
+def test_epoch_metrics_are_reduced_before_the_callbacks_after_it(first):
+    """Lightning computes an epoch metric at its first read (the laziness that let rank 0's bar
+    reduce alone); after :class:`EpochMetricsOnEveryRank` every later callback finds it done."""
+    probe = ReducedAtEpochEnd()
+    callbacks = [EpochMetricsOnEveryRank(), probe] if first else [probe]
+    trainer = quiet_trainer(max_epochs=1, accelerator="cpu", devices=1, callbacks=callbacks)
+    trainer.fit(LogsAnEpochMean())
+    assert probe.computed == {"training_step.train/loss": first}
