@@ -24,6 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lfbm_lightning.callbacks.curves import csv_metrics_file, read_epoch_metrics
+from lfbm_lightning.callbacks.epoch_metrics import EpochMetricsOnEveryRank
 from lfbm_lightning.callbacks.run_guards import (
     CheckpointOnSigterm,
     SkippedBatchesGuard,
@@ -310,8 +311,9 @@ def _fit(cfg, config, out_dir: Path, ckpt_path, rank_zero: bool):
     sigterm = CheckpointOnSigterm(last, stop)
     times = PhaseTimes()
     guard = SkippedBatchesGuard(cfg.model.get("max_skipped_fraction", 1.0))
-    # StopOnSignal first: the other callbacks' end figures run in its end_figures phase
-    callbacks = [StopOnSignal(stop), *callbacks, guard, sigterm, times]
+    # StopOnSignal first: the other callbacks' end figures run in its end_figures phase;
+    # then the epoch metrics' all-reduces, on every rank before any rank-0-only reader
+    callbacks = [StopOnSignal(stop), EpochMetricsOnEveryRank(), *callbacks, guard, sigterm, times]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     if rank_zero and (ckpt_path or slurm_requeue_checkpoints(out_dir)):
         append_csv_on_resume(loggers)  # a resume, or Lightning's own after a SLURM requeue

@@ -1,8 +1,9 @@
-"""A callback for the DDP tests: each rank writes what it trained on and what it holds; and
-one process of the two-process ``evaluate_after_fit`` test (:func:`after_fit_worker`).
+"""Callbacks for the DDP tests: each rank writes what it trained on and what it holds
+(:class:`RankProbe`), or the collectives it made (:class:`CollectiveLog`); and one process of
+the two-process ``evaluate_after_fit`` test (:func:`after_fit_worker`).
 
-Added on the command line (``+callbacks.probe._target_=ddp_probe.RankProbe``) with ``tests/``
-on ``PYTHONPATH``, so that the rank processes Lightning starts import it too.
+Added on the command line (``+callbacks.probe._target_=ddp_probe.RankProbe``) with
+``tests/helpers`` on ``PYTHONPATH``, so that the rank processes Lightning starts import it too.
 """
 
 from __future__ import annotations
@@ -87,6 +88,68 @@ class RankProbe(pl.Callback):
             },
             self.out_dir / f"{tag}.pt",
         )
+
+
+COLLECTIVES = (
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "all_gather_object",
+    "broadcast",
+    "broadcast_object_list",
+    "barrier",
+    "reduce",
+    "gather",
+    "gather_object",
+    "scatter",
+    "reduce_scatter",
+)
+
+
+def describe(name: str, args: tuple) -> list[Any]:
+    """A collective's tensor arguments as JSON: their shapes and dtypes (a list's items'), none
+    for the ``*_object*`` collectives (their objects may differ by rank)."""
+
+    def one(value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [one(item) for item in value]
+        return [list(value.shape), str(value.dtype)]
+
+    if "object" in name:
+        return []
+    return [one(a) for a in args if isinstance(a, torch.Tensor | list | tuple)]
+
+
+class CollectiveLog(pl.Callback):
+    """Writes ``<out_dir>/collectives-rank<r>.json``: every ``torch.distributed`` collective
+    this rank called between ``setup`` and ``teardown`` (Lightning's metric reductions,
+    broadcasts and barriers, the project's gathers), in order, each as its name and its
+    tensors' shapes and dtypes (:func:`describe`). DDP's gradient all-reduces run in C++ and
+    are not seen."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.calls: list[list[Any]] = []
+        self.originals: dict[str, Any] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for name in COLLECTIVES:
+            self.originals[name] = original = getattr(dist, name)
+            setattr(dist, name, self.recording(name, original))
+
+    def recording(self, name: str, original: Any) -> Any:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append([name, describe(name, args)])
+            return original(*args, **kwargs)
+
+        return record
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for name, original in self.originals.items():
+            setattr(dist, name, original)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        out = self.out_dir / f"collectives-rank{trainer.global_rank}.json"
+        out.write_text(json.dumps(self.calls))
 
 
 def rank_dependent_evaluate(cfg: DictConfig) -> dict[str, Any]:
