@@ -1,0 +1,103 @@
+"""The held-out AUPRC during training: ``val/auprc`` on the validation anomalies and
+``test/auprc`` on the test split every N epochs, so the sweep tables can apply each checkpoint
+rule to a run's ``csv/metrics.csv`` (:mod:`~lfbm_lightning.reporting.checkpoint_rules`).
+
+Score of an image x: ``||x - g(z)||^2 / (2 sigma^2) - log p(z)`` (the anomaly task's joint
+score, -log p(x, z) + const) after the model's deterministic evaluation fit of z; AUPRC with the
+held-out digit as the positive class (:func:`~lfbm_lightning.metrics.precision_recall.auprc`).
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from lfbm_lightning.errors import ConfigError
+from lfbm_lightning.metrics.precision_recall import auprc
+from lfbm_lightning.models.energy import reconstruction_energy
+
+SPLITS = {"val_anomaly": "val/auprc", "test": "test/auprc"}
+"""Data-module split -> the metric logged for it."""
+
+
+class HeldOutAUPRC(pl.Callback):
+    """Log the held-out AUPRC of the model every ``every_n_epochs`` epochs (0 = never, the
+    default), at the end of the training epoch.
+
+    ``val/auprc`` is scored on the data module's ``val_anomaly`` split (validation images and
+    the held-out digit's images moved out of test by ``dataset.holdout_val_fraction``; not
+    logged without them), ``test/auprc`` on its test split: a checkpoint chosen by
+    ``test/auprc`` is selected on the test set. The fit is deterministic and never draws from
+    the training noise stream, so the callback does not change the run it watches. Every
+    rank scores the whole set; rank 0 logs.
+
+    Args:
+        every_n_epochs: period in epochs; 0 switches the callback off.
+        n_steps: noise-free fit steps per image (None: the model's evaluation chain,
+            ``inference.eval_steps``).
+        step_size: the fit's step size (None: ``inference.eval_step_size``).
+        max_images: score at most this many images of each split, a fixed seeded subset
+            (None: all).
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 0,
+        n_steps: int | None = None,
+        step_size: float | None = None,
+        max_images: int | None = None,
+    ) -> None:
+        if every_n_epochs < 0:
+            raise ConfigError(
+                f"callbacks.auprc.every_n_epochs must be >= 0 (0 = off), got {every_n_epochs}"
+            )
+        if max_images is not None and max_images < 2:
+            raise ConfigError(f"callbacks.auprc.max_images must be null or >= 2, got {max_images}")
+        self.every_n_epochs = every_n_epochs
+        self.n_steps = n_steps
+        self.step_size = step_size
+        self.max_images = max_images
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs and getattr(trainer.datamodule, "holdout_digit", None) is None:
+            raise ConfigError(
+                "callbacks.auprc.every_n_epochs > 0 needs a held-out digit (dataset=digits or "
+                "mnist with dataset.holdout_digit=0..9), or set callbacks.auprc.every_n_epochs=0"
+            )
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if not self.every_n_epochs or epoch % self.every_n_epochs:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        splits = trainer.datamodule.splits
+        values = {
+            name: self.split_auprc(pl_module, splits[split])
+            for split, name in SPLITS.items()
+            if split in splits
+        }
+        pl_module.train(was_training)
+        for name, value in values.items():
+            pl_module.log(name, value, rank_zero_only=True)
+
+    def split_auprc(self, pl_module: pl.LightningModule, dataset) -> float:
+        """AUPRC of the joint score over ``dataset`` (or its seeded subset of ``max_images``)."""
+        rows = list(range(len(dataset)))
+        if self.max_images is not None and self.max_images < len(rows):
+            chosen = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
+            rows = sorted(chosen[: self.max_images].tolist())
+        batch_size = int(pl_module.config["dataset"]["batch_size"])
+        scores, labels = [], []
+        for start in range(0, len(rows), batch_size):
+            items = [dataset[i] for i in rows[start : start + batch_size]]
+            x = torch.stack([item["image"] for item in items]).to(pl_module.device)
+            index = torch.stack([item["index"] for item in items]).to(pl_module.device)
+            x_hat, z = pl_module.reconstruct(
+                x, n_steps=self.n_steps, step_size=self.step_size, index=index
+            )
+            with torch.no_grad():
+                energy = reconstruction_energy(x, x_hat, pl_module.sigma).double()
+                scores.append((energy - pl_module.prior.log_prob(z).double()).cpu())
+            labels += [int(item["label"]) for item in items]
+        return auprc(torch.cat(scores), torch.tensor(labels))
