@@ -1,0 +1,46 @@
+"""The held-out AUPRC during training (lfbm_lightning/callbacks/held_out_auprc.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lfbm_lightning.callbacks.held_out_auprc import scored_rows
+from lfbm_lightning.run.training import train
+from tests.conftest import TINY, compose_config
+
+
+def test_the_periodic_auprc_is_off_by_default(tmp_path):
+    cfg = compose_config([], tmp_path)
+    assert cfg.callbacks.auprc.every_n_epochs == 0
+    assert cfg.dataset.holdout_val_fraction == 0
+
+
+def test_a_subset_keeps_each_class_in_its_share_and_is_fixed():
+    labels = torch.tensor([0] * 70 + [1] * 30)
+    rows = scored_rows(labels, 20)
+    assert rows == sorted(rows) == scored_rows(labels, 20) and len(set(rows)) == 20
+    assert int(labels[rows].sum()) == 6
+    rare = torch.tensor([0] * 99 + [1])
+    assert rare[scored_rows(rare, 2)].tolist() == [0, 1]  # at least one of each class
+    assert scored_rows(labels, None) == scored_rows(labels, 100) == list(range(100))
+
+
+@pytest.mark.slow
+def test_logged_auprc_is_the_anomaly_tasks_and_leaves_training_alone(tmp_path):
+    """One run with the callback checks what it logs against the anomaly task's AUPRC of the
+    same last-epoch model (the same fit, another code path) and that it draws nothing from the
+    training's random streams (the EBM prior draws from torch's global RNG at every step)."""
+    run = [*TINY, "prior=ebm", "trainer.max_epochs=2", "dataset.holdout_digit=9"]
+    run.append("dataset.holdout_val_fraction=0.2")
+    plain, _ = train(compose_config(run, tmp_path / "plain"))
+    periodic = ["callbacks.auprc.every_n_epochs=1", "callbacks.auprc.n_steps=5"]
+    after_fit = [
+        "evaluate_after_fit=[anomaly]",
+        'evaluate_overrides=["device=cpu","progress=false","anomaly.n_steps=5"]',
+    ]
+    watched, metrics = train(compose_config([*run, *periodic, *after_fit], tmp_path / "auprc"))
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, watched.state_dict()[name]), name
+    assert metrics["test/auprc"] == pytest.approx(metrics["anomaly/auprc"], abs=1e-6)
+    assert 0 < metrics["val/auprc"] <= 1
