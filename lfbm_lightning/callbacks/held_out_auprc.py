@@ -9,6 +9,10 @@ held-out digit as the positive class (:func:`~lfbm_lightning.metrics.precision_r
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 
@@ -50,6 +54,12 @@ class HeldOutAUPRC(pl.Callback):
     The data module must hold a held-out digit; train.py's config checks refuse a run without
     one, and the settings' ranges, before any work.
 
+    With ``best_checkpoint`` set, an evaluation whose ``val/auprc`` is above every earlier one
+    (of this run, resumes included) saves the whole training state there (atomic, as
+    ``fid_best.ckpt``) and logs ``val/auprc_best`` and ``val/auprc_best_epoch`` (0-based): the
+    checkpoint of the ``best_val`` rule, which ``evaluate_checkpoint=auprc_best`` scores after
+    fit.
+
     Args:
         every_n_epochs: period in epochs; 0 switches the callback off.
         n_steps: noise-free fit steps per image (None: the model's evaluation chain,
@@ -57,6 +67,8 @@ class HeldOutAUPRC(pl.Callback):
         step_size: the fit's step size (None: ``inference.eval_step_size``).
         max_images: score at most this many images of each split, a fixed seeded subset
             that keeps the anomaly fraction (None: all).
+        best_checkpoint: where to keep the checkpoint of the highest ``val/auprc`` (None:
+            nowhere).
     """
 
     def __init__(
@@ -65,11 +77,22 @@ class HeldOutAUPRC(pl.Callback):
         n_steps: int | None = None,
         step_size: float | None = None,
         max_images: int | None = None,
+        best_checkpoint: str | Path | None = None,
     ) -> None:
         self.every_n_epochs = every_n_epochs
         self.n_steps = n_steps
         self.step_size = step_size
         self.max_images = max_images
+        self.best_checkpoint = None if best_checkpoint is None else Path(best_checkpoint)
+        self.best_auprc = -math.inf
+        self.best_epoch: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_auprc": self.best_auprc, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_auprc = float(state_dict["best_auprc"])
+        self.best_epoch = state_dict["best_epoch"]
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
@@ -86,6 +109,18 @@ class HeldOutAUPRC(pl.Callback):
         pl_module.train(was_training)
         for name, value in values.items():
             pl_module.log(name, value, rank_zero_only=True)
+        if self.best_checkpoint is not None and "val/auprc" in values:
+            val = trainer.strategy.broadcast(values["val/auprc"], src=0)
+            self.keep_if_best(trainer, pl_module, val)
+
+    def keep_if_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule, val: float) -> None:
+        """Save ``best_checkpoint`` when ``val`` (rank 0's ``val/auprc``, on every rank) is the
+        highest yet; every rank calls it (saving is a collective under DDP; rank 0 writes)."""
+        if val > self.best_auprc:
+            self.best_auprc, self.best_epoch = val, trainer.current_epoch
+            trainer.save_checkpoint(self.best_checkpoint)
+        pl_module.log("val/auprc_best", self.best_auprc, rank_zero_only=True)
+        pl_module.log("val/auprc_best_epoch", float(self.best_epoch), rank_zero_only=True)
 
     def split_auprc(self, pl_module: pl.LightningModule, dataset) -> float:
         """AUPRC of the joint score over ``dataset`` (or its subset :func:`scored_rows`)."""

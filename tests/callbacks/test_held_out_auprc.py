@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lfbm_lightning.callbacks.held_out_auprc import scored_rows
+from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.run.training import train
 from tests.conftest import TINY, compose_config
 
@@ -44,3 +45,23 @@ def test_logged_auprc_is_the_anomaly_tasks_and_leaves_training_alone(tmp_path):
         assert torch.equal(value, watched.state_dict()[name]), name
     assert metrics["test/auprc"] == pytest.approx(metrics["anomaly/auprc"], abs=1e-6)
     assert 0 < metrics["val/auprc"] <= 1
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        ["callbacks.auprc.every_n_epochs=1"],  # no validation anomalies
+        ["dataset.holdout_val_fraction=0.2"],  # no periodic AUPRC
+        [
+            "callbacks.auprc.every_n_epochs=1",
+            "dataset.holdout_val_fraction=0.2",
+            "callbacks.auprc.best_checkpoint=null",
+        ],
+    ],
+)
+def test_auprc_best_evaluation_needs_the_validation_auprc_and_its_checkpoint(tmp_path, missing):
+    run = [*TINY, "dataset.holdout_digit=9", "evaluate_after_fit=[anomaly]"]
+    cfg = compose_config([*run, "evaluate_checkpoint=auprc_best", *missing], tmp_path)
+    with pytest.raises(ConfigError, match="evaluate_checkpoint=auprc_best needs"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()

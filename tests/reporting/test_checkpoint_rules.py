@@ -85,6 +85,9 @@ def auprc_run(tmp_path_factory, inception_weights):  # noqa: F811
             "callbacks.auprc.n_steps=5",
             "trainer.max_epochs=3",
             "extras.print_config=false",
+            "evaluate_after_fit=[anomaly]",
+            "evaluate_checkpoint=auprc_best",
+            'evaluate_overrides=["device=cpu","progress=false","anomaly.n_steps=5"]',
             *fid,
             *args,
         ]
@@ -144,7 +147,12 @@ def test_gather_prints_each_rule_of_a_real_run(auprc_run):
 
 
 @pytest.mark.slow
-def test_held_back_anomalies_leave_the_test_split(auprc_run):
+def test_the_best_val_checkpoint_scores_the_rules_number(auprc_run):
+    """auprc_best.ckpt is the epoch the best_val rule picks, and the anomaly task scoring it
+    after fit (the same fit steps, another code path) gives the rule's number."""
     record = json.loads((auprc_run / "metrics.json").read_text())
-    assert 0 < record["val/auprc"] <= 1 and 0 < record["test/auprc"] <= 1
-    assert run_rules(auprc_run)["test/auprc@last"] == pytest.approx(record["test/auprc"])
+    rules = run_rules(auprc_run)
+    assert record["val/auprc_best_epoch"] == rules["test/auprc@best_val_epoch"]
+    assert record["evaluation"] == {"anomaly": "completed"}
+    assert record["anomaly/auprc"] == pytest.approx(rules["test/auprc@best_val"], abs=1e-6)
+    assert rules["test/auprc@last"] == pytest.approx(record["test/auprc"])
