@@ -15,7 +15,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lfbm_lightning.callbacks.run_guards import StopOnSignal
 from lfbm_lightning.metrics.precision_recall import auprc
 from lfbm_lightning.models.energy import reconstruction_energy
 
@@ -38,6 +40,15 @@ def scored_rows(labels: torch.Tensor, max_images: int | None) -> list[int]:
         members = torch.nonzero(labels == label).flatten()
         rows += members[torch.randperm(len(members), generator=generator)[:count]].tolist()
     return sorted(rows)
+
+
+def stop_requested(trainer: pl.Trainer) -> bool:
+    """Whether a SIGTERM or SIGINT asked the run to stop (:class:`StopOnSignal`'s record; under
+    DDP every rank stops together, or none)."""
+    stop = any(isinstance(cb, StopOnSignal) and cb.stop.stopping for cb in trainer.callbacks)
+    if trainer.world_size > 1:
+        stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+    return stop
 
 
 class HeldOutAUPRC(pl.Callback):
@@ -102,7 +113,7 @@ class HeldOutAUPRC(pl.Callback):
         pl_module.eval()
         splits = trainer.datamodule.splits
         values = {
-            name: self.split_auprc(pl_module, splits[split])
+            name: self.split_auprc(trainer, pl_module, splits[split])
             for split, name in SPLITS.items()
             if split in splits
         }
@@ -122,12 +133,14 @@ class HeldOutAUPRC(pl.Callback):
         pl_module.log("val/auprc_best", self.best_auprc, rank_zero_only=True)
         pl_module.log("val/auprc_best_epoch", float(self.best_epoch), rank_zero_only=True)
 
-    def split_auprc(self, pl_module: pl.LightningModule, dataset) -> float:
+    def split_auprc(self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset) -> float:
         """AUPRC of the joint score over ``dataset`` (or its subset :func:`scored_rows`)."""
         rows = scored_rows(dataset.labels, self.max_images)
         batch_size = int(pl_module.config["dataset"]["batch_size"])
         scores, labels = [], []
         for start in range(0, len(rows), batch_size):
+            if stop_requested(trainer):
+                raise SIGTERMException()
             items = [dataset[i] for i in rows[start : start + batch_size]]
             x = torch.stack([item["image"] for item in items]).to(pl_module.device)
             index = torch.stack([item["index"] for item in items]).to(pl_module.device)

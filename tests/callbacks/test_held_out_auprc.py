@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import json
+
 import pytest
 import torch
 
@@ -9,6 +12,7 @@ from lfbm_lightning.callbacks.held_out_auprc import scored_rows
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.run.training import train
 from tests.conftest import TINY, compose_config
+from tests.helpers.train_runs import callback, run_train
 
 
 def test_the_periodic_auprc_is_off_by_default(tmp_path):
@@ -65,3 +69,20 @@ def test_auprc_best_evaluation_needs_the_validation_auprc_and_its_checkpoint(tmp
     with pytest.raises(ConfigError, match="evaluate_checkpoint=auprc_best needs"):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_periodic_auprc_and_keeps_the_run(tmp_path):
+    """A preemption while the held-out AUPRC is scored stops it after its current batch, as in
+    training: exit 143, an honest record, last.ckpt kept, and no AUPRC logged for that epoch."""
+    run_dir = tmp_path / "run"
+    periodic = ["callbacks.auprc.every_n_epochs=1", "callbacks.auprc.n_steps=5"]
+    args = [f"hydra.run.dir={run_dir}", "dataset.holdout_digit=9", *periodic, *TINY]
+    proc = run_train([*args, "trainer.max_epochs=2", *callback("SigtermInPeriodicAUPRC")])
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert (record["status"], record["signal"]) == ("interrupted", "SIGTERM")
+    with (run_dir / "csv" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and not any(r.get("test/auprc") for r in rows)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
