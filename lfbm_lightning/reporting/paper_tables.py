@@ -133,7 +133,7 @@ def table_cells(
             wanted += column.get("overrides") or []
             keys = metric_keys(table, column["metric"], row, rule)
             if row["key"] == CHANCE_ROW:
-                keys = (keys[0].split("/")[0] + "/chance_level",)
+                keys = (keys[-1].split("/")[0] + "/chance_level",)  # the task's own
             elif row.get("overrides") is None:
                 wanted = None  # a baseline quoted from other work: no model here
             else:
