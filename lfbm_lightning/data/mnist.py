@@ -22,6 +22,7 @@ from lfbm_lightning.data.in_memory import TrainTestDataModule, UInt8ImageDataset
 from lfbm_lightning.data.readers import DataFiles
 from lfbm_lightning.data.splits import (
     PROTOCOLS,
+    hold_back_anomalies,
     holdout_digit_split,
     official_holdout_split,
     train_val_rows,
@@ -123,6 +124,9 @@ class MNISTDataModule(TrainTestDataModule):
             docstring; :data:`~lfbm_lightning.data.splits.PROTOCOLS`).
         holdout_seed: permutation seed of ``pooled_80_20`` (1: the seed the authors' code gives
             numpy before permuting its own copy of MNIST, docs/paper.md#mnist-holdout).
+        holdout_val_fraction: share of the held-out digit's test images moved to the
+            ``val_anomaly`` split (the validation images, label 0, then those, label 1) for the
+            periodic held-out AUPRC (0: none, the protocol's test split).
         **kwargs: see :class:`TrainTestDataModule`; ``channels`` and ``image_size`` must be 1
             and 28.
     """
@@ -135,6 +139,7 @@ class MNISTDataModule(TrainTestDataModule):
         holdout_digit: int | None = None,
         protocol: str = "pooled_80_20",
         holdout_seed: int = 1,
+        holdout_val_fraction: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -142,6 +147,7 @@ class MNISTDataModule(TrainTestDataModule):
         self.holdout_digit = holdout_digit
         self.protocol = protocol
         self.holdout_seed = holdout_seed
+        self.holdout_val_fraction = holdout_val_fraction
 
     def fetch(self) -> None:
         download(self.root)
@@ -162,9 +168,15 @@ class MNISTDataModule(TrainTestDataModule):
         else:
             images, labels = self.read("all")
             split = holdout_digit_split(labels, self.holdout_digit, self.holdout_seed)
+        split, held = hold_back_anomalies(split, self.holdout_val_fraction, self.holdout_seed)
         train, val = train_val_rows(split.train, self.val_size, self.val_fraction, self.seed)
-        return {
+        splits = {
             "train": UInt8ImageDataset(images, labels[train], train),
             "val": UInt8ImageDataset(images, labels[val], val),
             "test": UInt8ImageDataset(images, split.test_is_anomaly, split.test),
         }
+        if len(held):
+            rows = np.concatenate([val, held])
+            is_anomaly = np.concatenate([np.zeros(len(val)), np.ones(len(held))]).astype(np.int64)
+            splits["val_anomaly"] = UInt8ImageDataset(images, is_anomaly, rows)
+        return splits

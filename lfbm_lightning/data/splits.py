@@ -3,7 +3,8 @@
 :func:`train_val_rows`: by default ``val`` is a fixed seeded subset of ``val_size`` training
 images that stay in training (it monitors the fit); ``dataset.val_fraction`` carves a share out
 of training instead. ``PROTOCOLS``: ``pooled_80_20`` and ``official``, label 1 = the
-held-out digit. The protocols: docs/paper.md ("MNIST held-out-digit protocol").
+held-out digit; :func:`hold_back_anomalies` moves a share of the held-out digit's images from
+test to validation. The protocols: docs/paper.md ("MNIST held-out-digit protocol").
 """
 
 from __future__ import annotations
@@ -85,6 +86,34 @@ def official_holdout_split(labels: np.ndarray, n_train: int, holdout_digit: int)
     )
     test = np.concatenate([normal, anomalous])
     return HoldoutSplit(train=train, test=test, test_is_anomaly=is_anomaly)
+
+
+def hold_back_anomalies(
+    split: HoldoutSplit, fraction: float, seed: int
+) -> tuple[HoldoutSplit, np.ndarray]:
+    """Move a seeded ``fraction`` of the held-out digit's test images to validation.
+
+    The validation anomalies let a run choose its checkpoint by a held-out AUPRC without
+    looking at the test split (docs/runs.md, "Checkpoint rules"); the test split keeps the
+    other anomalies and every normal image.
+
+    Args:
+        split: a held-out-digit split.
+        fraction: share of its anomalies held back, in [0, 1); 0 holds back none.
+        seed: seed of the choice.
+
+    Returns:
+        (the split without the held-back images, their indices (M,) in seeded order).
+    """
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"dataset.holdout_val_fraction must be in [0, 1), got {fraction}")
+    anomalous = np.flatnonzero(split.test_is_anomaly == 1)
+    n_held = int(round(fraction * len(anomalous)))
+    held = anomalous[np.random.RandomState(seed).permutation(len(anomalous))[:n_held]]
+    keep = np.ones(len(split.test), dtype=bool)
+    keep[held] = False
+    rest = HoldoutSplit(split.train, split.test[keep], split.test_is_anomaly[keep])
+    return rest, split.test[held]
 
 
 def random_split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:

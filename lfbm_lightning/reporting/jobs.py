@@ -4,7 +4,9 @@ A job's settings (its overrides, config-group choices and resolved config) come 
 ``settings`` record that its training run wrote into ``metrics.json`` beside its numbers, so a
 later command into the job's directory cannot change what its numbers are filed under. A job
 without that record (it ended before writing ``metrics.json``, so it has no numbers, or it ran
-before the record existed) falls back to Hydra's ``.hydra/`` files.
+before the record existed) falls back to Hydra's ``.hydra/`` files. A job's periodic held-out
+AUPRC (``csv/metrics.csv``) joins its numbers under each checkpoint rule
+(:mod:`~lfbm_lightning.reporting.checkpoint_rules`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lfbm_lightning.reporting.checkpoint_rules import run_rules
 
 RUN_RECORD = "metrics.json"
 """The file a training run writes its numbers, status and ``settings`` into."""
@@ -88,7 +92,8 @@ def job_dirs(sweep_dir: Path) -> set[Path]:
 
 def read_jobs(sweep_dir: str | Path, metrics_file: str = RUN_RECORD) -> list[Job]:
     """Every job under ``sweep_dir``, in job-number order (natural sort of the paths), its
-    numbers from ``metrics_file`` (numeric top-level values)."""
+    numbers from ``metrics_file`` (numeric top-level values) and, for a job with numbers, its
+    ``test/auprc`` under each checkpoint rule (``test/auprc@<rule>``)."""
     jobs = []
     for job_dir in job_dirs(Path(sweep_dir)):
         overrides, choices, config = job_settings(job_dir)
@@ -100,6 +105,7 @@ def read_jobs(sweep_dir: str | Path, metrics_file: str = RUN_RECORD) -> list[Job
                 for k, v in raw.items()
                 if isinstance(v, int | float) and not isinstance(v, bool)
             }
+            metrics |= run_rules(job_dir)
         parsed = dict(parse_override(o) for o in overrides)
         jobs.append(Job(job_dir, parsed, metrics, dict(choices or {}), dict(config or {})))
     return sorted(jobs, key=lambda job: _natural_key(job.path))

@@ -4,8 +4,9 @@ The published tables are data (``lfbm_lightning/reporting/published_results.yaml
 (row r, column c) gathers the jobs whose settings satisfy both the row's and the column's
 ``overrides``; its number is ``metrics.json[key]``, key the first of :func:`metric_keys` the
 jobs report: one job gives its value +/- its ``_sd``; several jobs (seeds) the mean +/- the
-sample standard deviation. Rows without a model say "not built".
-Details: docs/runs.md ("Paper tables").
+sample standard deviation. An AUPRC cell takes the jobs' periodic ``test/auprc`` under the chosen
+checkpoint rule (``test/auprc@<rule>``, default ``best_val``) when they logged one, else the
+evaluation after fit. Rows without a model say "not built". Details: docs/runs.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from lfbm_lightning.reporting.checkpoint_rules import DEFAULT_RULE, RULES, rule_key
 from lfbm_lightning.reporting.jobs import Job
 from lfbm_lightning.reporting.markdown import mean_std, table_lines
 
@@ -45,7 +47,10 @@ def published_results() -> dict[str, Any]:
 
 
 def metric_keys(
-    table: Mapping[str, Any], metric: str, row: Mapping[str, Any] | None = None
+    table: Mapping[str, Any],
+    metric: str,
+    row: Mapping[str, Any] | None = None,
+    rule: str = DEFAULT_RULE,
 ) -> tuple[str, ...]:
     """The metrics.json keys that may hold ``metric`` for ``table``, preferred first: ``row``'s
     own ``metric_keys`` if it names one (e.g. the VAE's -ELBO AUPRC ``anomaly/auprc_elbo``);
@@ -58,6 +63,8 @@ def metric_keys(
         if table["group"].startswith("recovery"):
             return ("synthesis/fid", "recovery/fid")
         return ("synthesis/fid",)
+    if metric == "auprc":
+        return (rule_key("test/auprc", rule), TASK_KEY[metric])
     return (TASK_KEY[metric],)
 
 
@@ -108,24 +115,25 @@ def our_number(jobs: Sequence[Job], key: str) -> tuple[float | None, float | Non
     if len(found) == 1:
         task = key.split("/")[0]
         m = found[0]
-        return m[key], m.get(f"{key}_sd", 0.0), int(m.get(f"{task}/n_checkpoints", 1))
+        n = m.get(f"{key}_n", m.get(f"{task}/n_checkpoints", 1))
+        return m[key], m.get(f"{key}_sd", 0.0), int(n)
     mean, sd = mean_std([m[key] for m in found])
     return mean, sd, len(found)
 
 
 def table_cells(
-    table: Mapping[str, Any], settings: Sequence[JobSettings]
+    table: Mapping[str, Any], settings: Sequence[JobSettings], rule: str = DEFAULT_RULE
 ) -> dict[tuple[str, str], Cell]:
-    """Every cell of ``table``, keyed (row key, column key)."""
+    """Every cell of ``table``, keyed (row key, column key); AUPRC under checkpoint ``rule``."""
     cells = {}
     for row in table["rows"]:
         errors = row.get("errors") or [None] * len(table["columns"])
         for c, column in enumerate(table["columns"]):
             wanted = [o for o in table.get("overrides") or [] if not o.startswith("dataset=")]
             wanted += column.get("overrides") or []
-            keys = metric_keys(table, column["metric"], row)
+            keys = metric_keys(table, column["metric"], row, rule)
             if row["key"] == CHANCE_ROW:
-                keys = (keys[0].split("/")[0] + "/chance_level",)
+                keys = (keys[-1].split("/")[0] + "/chance_level",)  # the task's own
             elif row.get("overrides") is None:
                 wanted = None  # a baseline quoted from other work: no model here
             else:
@@ -184,8 +192,16 @@ def markdown(table: Mapping[str, Any], cells: Mapping[tuple[str, str], Cell]) ->
     fids = sorted({c.key for c in cells.values() if c.ours is not None and c.key.endswith("fid")})
     if fids:  # which FID (a job's metrics.json says what it scored: <task>/fid_of)
         note += f"; ours: {', '.join(fids)}"
+    rules = sorted({c.key for c in cells.values() if c.ours is not None and "@" in c.key})
+    for key in rules:
+        note += f"; ours: {key}, {RULES[key.rpartition('@')[2]]}"
     lines += ["", note + "; '–': no number."]
     lines += [f"- {r['label']} not built: {r['not_built']}" for r in rows if r.get("not_built")]
+    lines += [
+        f"- {r['label']}: {r['source']}; checkpoint rule: {r['checkpoint_rule']}"
+        for r in rows
+        if r.get("source")
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -244,15 +260,18 @@ def table_ids(selected: Sequence[str]) -> list[str]:
     return ids
 
 
-def render(jobs: Sequence[Job], selected: Sequence[str]) -> tuple[str, str]:
-    """Markdown and CSV of the tables (or groups) ``selected`` filled from ``jobs``."""
+def render(
+    jobs: Sequence[Job], selected: Sequence[str], rule: str = DEFAULT_RULE
+) -> tuple[str, str]:
+    """Markdown and CSV of the tables (or groups) ``selected`` filled from ``jobs``, AUPRC
+    under checkpoint ``rule``."""
     data = published_results()
     tables = {t["id"]: t for t in data["tables"]}
     settings = [JobSettings.read(job) for job in jobs]
     parts, records = [], []
     for table_id in table_ids(selected):
         table = tables[table_id]
-        cells = table_cells(table, settings)
+        cells = table_cells(table, settings, rule)
         parts.append(markdown(table, cells))
         records += csv_rows(table, cells)
     buffer = io.StringIO()

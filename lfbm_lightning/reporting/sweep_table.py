@@ -16,6 +16,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from lfbm_lightning.reporting.checkpoint_rules import DEFAULT_RULE, RULES
 from lfbm_lightning.reporting.jobs import Job, read_jobs
 from lfbm_lightning.reporting.markdown import mean_std, table_lines
 from lfbm_lightning.reporting.paper_tables import render, sweep_tables
@@ -32,12 +33,19 @@ def setting_keys(jobs: Sequence[Job], over: Sequence[str]) -> list[str]:
 
 
 def default_metrics(jobs: Sequence[Job]) -> list[str]:
-    """The metrics every finished job has, without Lightning's ``_step``/``_epoch`` twins."""
+    """The metrics every finished job has, without Lightning's ``_step``/``_epoch`` twins and
+    the checkpoint rules' ``_sd``/``_n`` companions."""
     finished = [job.metrics for job in jobs if job.metrics is not None]
     if not finished:
         return []
     common = set.intersection(*(set(m) for m in finished))
-    return sorted(k for k in common if not k.endswith(("_step", "_epoch")))
+    derived = {k for k in common if "@" in k and k.endswith(("_sd", "_n"))}
+    return sorted(k for k in common - derived if not k.endswith(("_step", "_epoch")))
+
+
+def column_label(metric: str) -> str:
+    """A column's header: the metric, a test-selected checkpoint rule marked as such."""
+    return f"{metric} (selected on test)" if metric.endswith("@best_test") else metric
 
 
 def format_cell(values: Sequence[float]) -> str:
@@ -66,7 +74,8 @@ def markdown_table(
     rows: dict[tuple[str, ...], list[Job]] = {}
     for job in jobs:
         rows.setdefault(tuple(job.overrides.get(k, "") for k in keys), []).append(job)
-    header = [*keys, "n", *metrics] if keys else ["n", *metrics]
+    labels = [column_label(name) for name in metrics]
+    header = [*keys, "n", *labels] if keys else ["n", *labels]
     body = []
     for setting, members in rows.items():
         done = [job.metrics for job in members if job.metrics is not None]
@@ -76,6 +85,10 @@ def markdown_table(
     over_text = ", ".join(over) if over else "nothing"
     lines.append("")
     lines.append(f"{len(jobs)} jobs; mean ± std (ddof 1) over {over_text}; n jobs per row.")
+    rules = [rule for rule in RULES if any(name.endswith(f"@{rule}") for name in metrics)]
+    if rules:
+        lines.append("Checkpoint rules (a run's csv/metrics.csv): ")
+        lines[-1] += "; ".join(f"@{rule}: {RULES[rule]}" for rule in rules) + "."
     lines += [f"- no metrics: {job.path}" for job in jobs if job.metrics is None]
     return "\n".join(lines) + "\n"
 
@@ -99,6 +112,13 @@ def gather(argv: Sequence[str] | None = None) -> str:
     )
     parser.add_argument("--csv", type=Path, help="paper tables: also write the cells as CSV")
     parser.add_argument("--plain", action="store_true", help="the plain table, not the paper's")
+    parser.add_argument(
+        "--rule",
+        choices=list(RULES),
+        default=DEFAULT_RULE,
+        help="paper tables: the checkpoint rule of a periodic test/auprc (default: best_val, "
+        "chosen on validation anomalies; best_test is selected on the test set)",
+    )
     args = parser.parse_args(argv)
     jobs = read_jobs(args.sweep_dir, args.file)
     if not jobs:
@@ -108,7 +128,7 @@ def gather(argv: Sequence[str] | None = None) -> str:
     selected = [] if args.plain else (args.table or sweep_tables(jobs))
     if selected:
         try:
-            table, cells_csv = render(jobs, selected)
+            table, cells_csv = render(jobs, selected, args.rule)
         except ValueError as err:
             parser.error(str(err))
         if args.csv:

@@ -2,11 +2,11 @@
 
 ``evaluate_after_fit=[task, ...]`` runs each task as ``evaluate.py task=<name>`` would
 (:func:`lfbm_lightning.run.evaluation.evaluate`) into ``<run>/eval/<task>/``, on the checkpoints
-chosen by ``evaluate_checkpoint`` (``last`` or ``fid_best``), with ``evaluate_overrides``. The
-run's ``metrics.json`` gains ``"t/m"``, ``"t/m_sd"``, ``"t/n_checkpoints"`` and
-``"evaluation": {t: "completed" | "failed: <error>"}``, rewritten after each task so that a
-resume runs only the tasks left. In a DDP job every rank runs the tasks and rank 0 writes.
-Details: docs/runs.md ("Evaluation after fit"); DDP: docs/scaling.md.
+of ``evaluate_checkpoint`` (``last``, ``fid_best``, ``auprc_best``), with
+``evaluate_overrides``. The run's ``metrics.json`` gains ``"t/m"``, ``"t/m_sd"``,
+``"t/n_checkpoints"`` and ``"evaluation": {t: "completed" | "failed: <error>"}``, rewritten
+after each task so that a resume runs only the tasks left. In a DDP job every rank runs the
+tasks and rank 0 writes. Details: docs/runs.md ("Evaluation after fit"); DDP: docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -56,13 +56,14 @@ def check_task_names(cfg: DictConfig) -> None:
         get_class(OmegaConf.load(TASK_DIR / f"{name}.yaml").task._target_).check_training(cfg)
 
 
-CHECKPOINT_CHOICES = ("last", "fid_best")
+CHECKPOINT_CHOICES = ("last", "fid_best", "auprc_best")
 """Values of ``evaluate_checkpoint`` (module docstring)."""
 
 
 def checkpoint_choice(cfg: DictConfig) -> str:
     """``evaluate_checkpoint``, checked before training: a :class:`ConfigError` for an unknown
-    value, or for ``fid_best`` without a FID callback that keeps its best checkpoint."""
+    value, for ``fid_best`` without a FID callback that keeps its best checkpoint, or for
+    ``auprc_best`` without a periodic AUPRC on validation anomalies that keeps its best."""
     choice = OmegaConf.select(cfg, "evaluate_checkpoint", default="last")
     if choice not in CHECKPOINT_CHOICES:
         raise ConfigError(
@@ -77,14 +78,28 @@ def checkpoint_choice(cfg: DictConfig) -> str:
                 "callbacks.fid.every_n_epochs=N (> 0) and callbacks.fid.best_checkpoint, or "
                 "evaluate_checkpoint=last"
             )
+    auprc = OmegaConf.select(cfg, "callbacks.auprc", default=None)
+    if task_names(cfg) and choice == "auprc_best":
+        every = 0 if auprc is None else auprc.get("every_n_epochs", 0)
+        held = OmegaConf.select(cfg, "dataset.holdout_val_fraction", default=0) or 0
+        if not every or not held or auprc.get("best_checkpoint") is None:
+            raise ConfigError(
+                "evaluate_checkpoint=auprc_best needs the periodic AUPRC's best checkpoint on "
+                "validation anomalies: set callbacks.auprc.every_n_epochs=N (> 0), "
+                "dataset.holdout_val_fraction (> 0) and callbacks.auprc.best_checkpoint, or "
+                "evaluate_checkpoint=last"
+            )
     return choice
 
 
 def run_checkpoints(cfg: DictConfig, ckpt_dir: Path) -> Path:
-    """The checkpoints to score (module docstring): ``fid_best.ckpt``, the directory when it
-    keeps epoch files, or ``last.ckpt``."""
-    if checkpoint_choice(cfg) == "fid_best":
+    """The checkpoints to score (module docstring): ``fid_best.ckpt``, ``auprc_best.ckpt``, the
+    directory when it keeps epoch files, or ``last.ckpt``."""
+    choice = checkpoint_choice(cfg)
+    if choice == "fid_best":
         return Path(cfg.callbacks.fid.best_checkpoint)
+    if choice == "auprc_best":
+        return Path(cfg.callbacks.auprc.best_checkpoint)
     return ckpt_dir if any(ckpt_dir.glob(CHECKPOINT_PATTERN)) else ckpt_dir / "last.ckpt"
 
 

@@ -128,6 +128,17 @@ RULES = [
     Rule("dataset.image_size", "an integer >= 1", _at_least_one),
     Rule("dataset.holdout_digit", "null or an integer in 0..9", _digit_or_none),
     Rule("dataset.protocol", f"one of {sorted(PROTOCOLS)}", lambda v: v in PROTOCOLS),
+    Rule(
+        "dataset.holdout_val_fraction",
+        "a number in [0, 1) (the held-out digit's share moved from test to validation)",
+        lambda v: in_interval(v, 0, 1, open_low=False, open_high=True),
+    ),
+    Rule("callbacks.auprc.every_n_epochs", "an integer >= 0 (0: off)", lambda v: is_integer(v, 0)),
+    Rule(
+        "callbacks.auprc.max_images",
+        "null (all) or an integer >= 2",
+        lambda v: v is None or is_integer(v, 2),
+    ),
     Rule("seed", f"an integer in [0, {SEED_MAX}]", _seed),
     Rule(
         "dataset.occlusion.kind",
@@ -178,6 +189,12 @@ def validate_config(cfg: DictConfig) -> None:
     accelerator = OmegaConf.select(cfg, "trainer.accelerator")
     if accelerator is not None:
         check_accelerator("trainer.accelerator", accelerator)
+    periodic = OmegaConf.select(cfg, "callbacks.auprc.every_n_epochs", default=0)
+    if periodic and OmegaConf.select(cfg, "dataset.holdout_digit", default=None) is None:
+        raise ConfigError(
+            "callbacks.auprc.every_n_epochs > 0 needs a held-out digit (dataset=digits or "
+            "mnist with dataset.holdout_digit=0..9), or set callbacks.auprc.every_n_epochs=0"
+        )
 
 
 TASK_DIR = CONF_DIR / "task"

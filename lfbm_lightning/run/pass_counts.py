@@ -8,6 +8,9 @@ n_val images of P fit passes (``model.validation.max_passes``, an upper bound, o
     training   = E * N * (K + 1)                  (K Langevin steps + the update's pass)
     validation = floor(E / c) * n_val * (P + 1)  +  S * B_val * (P_s + 1)   (+1: the decode)
     share      = validation / training            (P_s: the sanity check's passes per image)
+
+Validation also counts the periodic held-out AUPRC (``callbacks.auprc``, every a epochs, F fit
+steps): floor(E / a) * (its scored images) * (F + 1).
 """
 
 from __future__ import annotations
@@ -116,6 +119,7 @@ class RunPasses:
     sanity: int
     evaluation: dict[str, int] = field(default_factory=dict)  # task -> passes
     fid_samples: int = 0
+    periodic_auprc: int = 0  # passes of the held-out AUPRC during training
 
     @property
     def train(self) -> int:
@@ -127,12 +131,29 @@ class RunPasses:
 
     @property
     def validation(self) -> int:
-        return self.validations * self.val_per_check + self.sanity
+        return self.validations * self.val_per_check + self.sanity + self.periodic_auprc
 
     @property
     def validation_share(self) -> float:
         """Validation passes over training passes of the run."""
         return self.validation / self.train if self.train else 0.0
+
+
+def periodic_auprc_passes(cfg: DictConfig, sizes: Splits, epochs: int) -> int:
+    """Passes of the periodic held-out AUPRC (``callbacks.auprc``; module docstring): each
+    evaluation fits every scored image of the test split and, with
+    ``dataset.holdout_val_fraction``, of the validation images plus the held-out digit's
+    images moved there from test, each split capped at ``max_images``."""
+    node = OmegaConf.select(cfg, "callbacks.auprc", default=None)
+    if node is None or not node.get("every_n_epochs"):
+        return 0
+    steps = eval_steps(cfg) if node.get("n_steps") is None else int(node.n_steps)
+    digits = str(cfg.dataset._target_).split(".")[-2] == "digits"
+    anomalies = (DIGITS_PER_CLASS if digits else MNIST_PER_CLASS)[int(cfg.dataset.holdout_digit)]
+    held = int(round(float(cfg.dataset.get("holdout_val_fraction") or 0) * anomalies))
+    cap = node.get("max_images") or math.inf
+    images = min(cap, sizes.test - held) + (min(cap, sizes.val + held) if held else 0)
+    return (epochs // int(node.every_n_epochs)) * int(images) * (steps + 1)
 
 
 def run_passes(cfg: DictConfig) -> RunPasses:
@@ -169,6 +190,7 @@ def run_passes(cfg: DictConfig) -> RunPasses:
         sanity=sanity_images * (sanity_steps + 1),
         evaluation=evaluation,
         fid_samples=fid + eval_fid,
+        periodic_auprc=periodic_auprc_passes(cfg, sizes, epochs),
     )
 
 

@@ -48,6 +48,12 @@ CASES = {
         2,
         "no_such_argument",  # Hydra's instantiate error, folded, naming the node
     ),
+    "periodic AUPRC without a held-out digit": (
+        "train.py",
+        ["callbacks.auprc.every_n_epochs=1"],
+        2,
+        "callbacks.auprc.every_n_epochs > 0 needs a held-out digit",
+    ),
     "unknown key": ("train.py", ["nosuch=1"], 2, "Could not override 'nosuch'"),
     "unknown option": ("train.py", ["dataset=nosuch"], 2, "Could not find 'dataset/nosuch'"),
     "evaluate unknown key": ("evaluate.py", [*EVAL, "nosuch=1"], 2, "Could not override"),
@@ -169,3 +175,29 @@ def test_a_seed_seed_everything_would_refuse_is_a_config_error(compose_cfg, seed
 def test_the_seed_range_ends_pass(compose_cfg):
     for seed in (0, 2**32 - 1):
         validate_config(compose_cfg([f"seed={seed}"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "text"),
+    [
+        (
+            "dataset.holdout_val_fraction=1.0",
+            "dataset.holdout_val_fraction must be a number in [0, 1)",
+        ),
+        (
+            "dataset.holdout_val_fraction=-0.1",
+            "dataset.holdout_val_fraction must be a number in [0, 1)",
+        ),
+        (
+            "callbacks.auprc.every_n_epochs=-1",
+            "callbacks.auprc.every_n_epochs must be an integer >= 0",
+        ),
+        (
+            "callbacks.auprc.max_images=1",
+            "callbacks.auprc.max_images must be null (all) or an integer >= 2",
+        ),
+    ],
+)
+def test_periodic_auprc_settings_out_of_range_are_config_errors(compose_cfg, override, text):
+    with pytest.raises(ConfigError, match=re.escape(text)):
+        validate_config(compose_cfg(["dataset.holdout_digit=9", override]))

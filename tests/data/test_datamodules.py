@@ -416,3 +416,25 @@ def test_only_rank_zero_fetches_before_fit(monkeypatch, tmp_path, download, rank
 def test_every_rank_checks_the_files_before_fit(tmp_path, rank):
     with pytest.raises(DatasetFilesMissing):
         prepare_before_fit(PREPARE[0][1](tmp_path), rank)
+
+
+def test_mnist_holdout_val_fraction_moves_anomalies_from_test_to_validation(mnist_full_root):
+    n_train, n_normal, n_anomalies = HOLDOUT_SIZES[9]
+    base = mnist(mnist_full_root.root, holdout_digit=9)
+    base.setup()
+    dm = mnist(mnist_full_root.root, holdout_digit=9, holdout_val_fraction=0.1)
+    dm.setup()
+    held = round(0.1 * n_anomalies)
+    test, checks = dm.splits["test"], dm.splits["val_anomaly"]
+    assert "val_anomaly" not in base.splits  # by default the protocol's test split, unchanged
+    assert len(test) == n_normal + n_anomalies - held and test.labels.sum() == n_anomalies - held
+    assert np.array_equal(dm.splits["train"].indices, base.splits["train"].indices)
+    val = dm.splits["val"].indices
+    assert len(checks) == len(val) + held and checks.labels.sum() == held
+    assert np.array_equal(checks.indices[: len(val)], val)
+    # the pixels say which digit each image is: the held-back ones are the held-out digit's,
+    # gone from test, and validation's normal images are training images
+    grey = checks.images[checks.indices, 0, 0, 0] == mnist_grey(9)
+    assert np.array_equal(grey, checks.labels.numpy() == 1)
+    assert np.intersect1d(checks.indices[len(val) :], test.indices).size == 0
+    assert np.isin(checks.indices[len(val) :], base.splits["test"].indices).all()

@@ -154,3 +154,20 @@ class NaNOnRank(pl.Callback):
             self.batch,
         ):
             batch["image"][0, 0, 0, 0] = float("nan")
+
+
+class SigtermInPeriodicAUPRC(pl.Callback):
+    """Send SIGTERM to this process as the periodic held-out AUPRC (``callbacks.auprc``) starts
+    scoring its first split."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from lfbm_lightning.callbacks.held_out_auprc import HeldOutAUPRC  # noqa: PLC0415
+
+        periodic = next(cb for cb in trainer.callbacks if isinstance(cb, HeldOutAUPRC))
+        score = periodic.split_auprc
+
+        def signalled(*args):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return score(*args)
+
+        periodic.split_auprc = signalled

@@ -79,3 +79,22 @@ def test_evaluation_after_fit_counts_each_kept_checkpoint():
     }
     fewer = ["evaluate_after_fit=[anomaly]", "evaluate_overrides=['anomaly.n_steps=50']"]
     assert run_passes(composed([*base, *fewer])).evaluation == {"anomaly": 4 * test * 51}
+
+
+@pytest.mark.parametrize("max_images", [None, 100])
+def test_periodic_auprc_passes_count_the_real_splits_it_scores(max_images):
+    """Every 5 of 10 epochs, 5 fit steps + the decode for each image of the test split and of
+    the validation anomalies, as the digits data module builds them (digit 9, 20% held back)."""
+    base = ["dataset.holdout_digit=9", "dataset.holdout_val_fraction=0.2"]
+    periodic = ["callbacks.auprc.every_n_epochs=5", "callbacks.auprc.n_steps=5"]
+    periodic.append(f"callbacks.auprc.max_images={'null' if max_images is None else max_images}")
+    cfg = composed([*base, *periodic, "trainer.max_epochs=10"])
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup()
+    scored = sum(
+        min(len(datamodule.splits[name]), max_images or 10**9) for name in ("test", "val_anomaly")
+    )
+    without = run_passes(composed([*base, "trainer.max_epochs=10"]))
+    assert run_passes(cfg).periodic_auprc == 2 * scored * 6
+    assert run_passes(cfg).validation == without.validation + 2 * scored * 6
+    assert without.periodic_auprc == 0
