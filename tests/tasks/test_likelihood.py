@@ -202,6 +202,43 @@ def test_evaluate_likelihood_end_to_end(synthetic_ckpt, tmp_path):
     assert "likelihood" in (out / "results.md").read_text()
 
 
+@pytest.mark.slow
+def test_evaluate_py_reports_bdmc_bounds_and_gap_per_image_and_on_average(
+    synthetic_ckpt, tmp_path
+):
+    out = tmp_path / "eval"
+    result = run_entry_point(
+        "evaluate.py",
+        [
+            f"ckpt_path={synthetic_ckpt}",
+            "task=likelihood",
+            f"hydra.run.dir={out}",
+            "likelihood.estimator=ais",
+            "likelihood.simulate=true",
+            "likelihood.n_examples=6",
+            "likelihood.ais.n_distributions=100",
+            "likelihood.ais.n_chains=4",
+            "progress=false",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = read_rows(out / "per_example.csv")
+    assert len(rows) == metrics["n_images"] == 6 and metrics["estimator"] == "ais"
+    assert metrics["simulate"] is True and "true_log_px_mean" not in metrics
+    for row in rows:
+        assert row["label"] == -1
+        assert row["bdmc_gap"] == pytest.approx(row["log_px_upper"] - row["log_px"])
+        assert row["bdmc_gap"] > -4 * (row["mc_se"] + row["upper_mc_se"])
+    lower = sum(r["log_px"] for r in rows) / 6
+    assert metrics["log_px_mean"] == pytest.approx(lower)
+    assert metrics["log_px_upper_mean"] - lower == pytest.approx(metrics["bdmc_gap_mean"])
+    assert metrics["bdmc_gap_max"] == pytest.approx(max(r["bdmc_gap"] for r in rows))
+    assert metrics["generator_passes_per_image"] == 2 * 4 * (1 + 100 * 5)
+    assert 0.3 < metrics["accept_rate_mean"] < 0.95
+    assert "bdmc_gap_mean" in (out / "results.md").read_text()
+
+
 def test_a_prior_bounded_by_an_elbo_is_refused_by_the_likelihood_task():
     model = SimpleNamespace(prior=TwoStageVAEPrior(2))
     with pytest.raises(ConfigError, match="task=likelihood.*lower bound"):
