@@ -190,6 +190,10 @@ def summarize(
     }
 
 
+IMPORTANCE_SETTINGS = ("n_samples", "n_chains", "n_steps", "step_size", "noise")
+"""Results that describe the importance sampler (None with ``estimator=ais``)."""
+
+
 def bound_summary(upper: torch.Tensor, gap: torch.Tensor) -> dict[str, float]:
     """Means over images of the BDMC upper bound and of the gap upper - lower (nats), with
     their standard errors over images, and the largest gap."""
@@ -285,8 +289,9 @@ class Likelihood(ExampleTask):
         } | (self.ais_settings() if self.ais else {})
 
     def ais_settings(self) -> dict[str, Any]:
-        """The AIS options and the gradient passes they cost per image."""
-        return {
+        """The AIS options and the gradient passes they cost per image (in place of the
+        importance sampler's ``n_samples`` ... ``noise``, which AIS does not use)."""
+        return dict.fromkeys(IMPORTANCE_SETTINGS) | {
             "ais": OmegaConf.to_container(self.settings.ais),
             "generator_passes_per_image": ais_passes_per_image(self.settings),
         }
