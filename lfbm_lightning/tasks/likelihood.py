@@ -236,7 +236,7 @@ class Likelihood(ExampleTask):
     when an EBM's log Z is too uncertain), ``bpd_note`` and, with a known true model,
     ``true_log_px_mean``, ``true_log_px_se``, ``true_bpd_mean``, ``gap_mean``, ``gap_se``.
 
-    ``estimator=ais``: ``log_px`` is the AIS lower bound; also ``ais`` (its settings),
+    ``estimator=ais``: ``log_px`` is the AIS lower bound; also ``ais_*`` (its settings),
     ``generator_passes_per_image``, ``accept_rate_mean``; with ``simulate=true`` the BDMC
     upper bound and gap upper - lower per image (``log_px_upper``, ``bdmc_gap``) and
     :func:`bound_summary`. ``simulate=true`` scores the model's own images
@@ -291,10 +291,12 @@ class Likelihood(ExampleTask):
     def ais_settings(self) -> dict[str, Any]:
         """The AIS options and the gradient passes they cost per image (in place of the
         importance sampler's ``n_samples`` ... ``noise``, which AIS does not use)."""
-        return dict.fromkeys(IMPORTANCE_SETTINGS) | {
-            "ais": OmegaConf.to_container(self.settings.ais),
-            "generator_passes_per_image": ais_passes_per_image(self.settings),
-        }
+        ais = OmegaConf.to_container(self.settings.ais)
+        return (
+            dict.fromkeys(IMPORTANCE_SETTINGS)
+            | {f"ais_{key}": value for key, value in ais.items()}
+            | {"generator_passes_per_image": ais_passes_per_image(self.settings)}
+        )
 
     def run(self) -> dict[str, Any]:
         self.check()
