@@ -18,6 +18,7 @@ from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.priors import TwoStageVAEPrior
 from lfbm_lightning.tasks import likelihood
+from lfbm_lightning.tasks.ais_likelihood import SimulatedImages
 from tests.conftest import compose_config, run_entry_point
 from tests.helpers.task_outputs import read_rows
 from tests.tasks.conftest import train_checkpoint
@@ -159,6 +160,23 @@ def test_untrained_ebm_log_z_matches_quadrature_and_too_uncertain_is_unavailable
     unavailable = likelihood.Likelihood(model, datamodule, cfg, tmp_path).run()
     assert unavailable["log_px_mean"] is None and unavailable["bpd_mean"] is None
     assert "max_log_z_se" in unavailable["log_px_unavailable"]
+
+
+def test_simulate_scores_the_models_own_images_the_same_way_every_run(tmp_path):
+    torch.manual_seed(0)
+    overrides = ["likelihood.simulate=true", "likelihood.n_examples=5", "likelihood.n_samples=16"]
+    model, datamodule, cfg = synthetic_setup(tmp_path, "flow", overrides)
+    first = likelihood.Likelihood(model, datamodule, cfg, tmp_path / "a").run()
+    again = likelihood.Likelihood(model, datamodule, cfg, tmp_path / "b").run()
+    rows = read_rows(tmp_path / "a" / "per_example.csv")
+    assert first["simulate"] is True and first["n_images"] == len(rows) == 5
+    assert first["log_px_mean"] == again["log_px_mean"]  # seeded images and chains
+    assert {row["label"] for row in rows} == {-1} and "true_log_px" not in rows[0]
+    assert "true_log_px_mean" not in first  # the data's true model does not describe them
+    images = SimulatedImages(model, 5, int(cfg.seed))
+    with torch.no_grad():  # x = g(z) + sigma eps with the stored z
+        noise = (images.images - model.generator(images.z)) / model.sigma
+    assert 0.7 < float(noise.std()) < 1.3 and abs(float(noise.mean())) < 0.2
 
 
 @pytest.fixture(scope="session")
