@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lfbm_lightning.densities import log_mean_exp
+from lfbm_lightning.inference.importance import ImportanceEstimate, importance_estimate
 
 LogDensityFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps latents z (N, d) to a log-density (N,) (N = B x C chains, image-major)."""
@@ -29,7 +29,9 @@ ADAPT_FACTOR = 1.1
 (below) by this factor."""
 
 
-def beta_schedule(n_distributions: int, kind: str = "sigmoid", sharpness: float = 4.0):
+def beta_schedule(
+    n_distributions: int, kind: str = "sigmoid", sharpness: float = 4.0
+) -> torch.Tensor:
     """Inverse temperatures beta_0 = 0 < ... < beta_T = 1, T = ``n_distributions``, (T + 1,).
 
     ``linear``: beta_t = t / T. ``sigmoid`` (Grosse et al. 2015): s_t = sigmoid(sharpness
@@ -62,17 +64,11 @@ class AISRun:
     step_size: torch.Tensor
     gradient_passes: int
 
-    def log_mean_weight(self) -> torch.Tensor:
-        """logmeanexp_c log w_c, (B,): log p(x) forward, -(upper bound) in reverse."""
-        return log_mean_exp(self.log_w, dim=1)
-
-    def mc_se(self) -> torch.Tensor:
-        """Delta-method standard error of :meth:`log_mean_weight`, sqrt(1 / ESS - 1 / C), (B,)."""
-        return torch.sqrt((1.0 / self.ess() - 1.0 / self.log_w.shape[1]).clamp(min=0.0))
-
-    def ess(self) -> torch.Tensor:
-        """Effective number of chains (sum w)^2 / sum w^2, in [1, C], (B,)."""
-        return 1.0 / torch.softmax(self.log_w, dim=1).pow(2).sum(1)
+    def estimate(self) -> ImportanceEstimate:
+        """The C chains' weights combined per image as importance weights: log_px =
+        logmeanexp_c log w_c (forward: log p(x); reverse: minus the upper bound), its
+        standard error sqrt(1 / ESS - 1 / C) and the ESS over chains, each (B,)."""
+        return importance_estimate(self.log_w)
 
 
 @dataclass
@@ -155,7 +151,7 @@ def annealed_importance_sampling(
     """Anneal C chains per image along ``betas`` (module docstring), from z0 (B, C, d).
 
     Forward (lower bound): betas increasing from 0 to 1, z0 ~ p(z). Reverse (BDMC upper bound):
-    betas decreasing from 1 to 0, z0 ~ p(z | x) exactly; then -log_mean_weight >= log p(x) in
+    betas decreasing from 1 to 0, z0 ~ p(z | x) exactly; then -estimate().log_px >= log p(x) in
     expectation. Step t adds (beta_t - beta_{t-1}) log p(x | z) at the current z, then takes an
     HMC transition at beta_t.
 

@@ -94,15 +94,15 @@ def model_ais(
         forward = annealed_importance_sampling(
             start, model.prior.log_prob, log_lik, betas, **options
         )
-        estimate = BoundEstimate(
-            forward.log_mean_weight(), forward.mc_se(), forward.ess(), forward.accept_rate
-        )
+        lower = forward.estimate()
+        estimate = BoundEstimate(lower.log_px, lower.mc_se, lower.ess, forward.accept_rate)
         if posterior_z is not None:
             start = posterior_z.detach().unsqueeze(1).expand(b, c, d).contiguous()
             reverse = annealed_importance_sampling(
                 start, model.prior.log_prob, log_lik, betas.flip(0), **options
             )
-            estimate.upper, estimate.upper_se = -reverse.log_mean_weight(), reverse.mc_se()
+            upper = reverse.estimate()
+            estimate.upper, estimate.upper_se = -upper.log_px, upper.mc_se
     return estimate
 
 
