@@ -237,7 +237,7 @@ class Likelihood(ExampleTask):
     ``true_log_px_mean``, ``true_log_px_se``, ``true_bpd_mean``, ``gap_mean``, ``gap_se``.
 
     ``estimator=ais``: ``log_px`` is the AIS lower bound; also ``ais_*`` (its settings),
-    ``generator_passes_per_image``, ``accept_rate_mean``; with ``simulate=true`` the BDMC
+    ``passes_per_image``, ``accept_rate_mean``; with ``simulate=true`` the BDMC
     upper bound and gap upper - lower per image (``log_px_upper``, ``bdmc_gap``) and
     :func:`bound_summary`. ``simulate=true`` scores the model's own images
     (:class:`SimulatedImages`, ``n_examples`` of them, null: as many as the split has).
@@ -295,7 +295,7 @@ class Likelihood(ExampleTask):
         return (
             dict.fromkeys(IMPORTANCE_SETTINGS)
             | {f"ais_{key}": value for key, value in ais.items()}
-            | {"generator_passes_per_image": ais_passes_per_image(self.settings)}
+            | {"passes_per_image": float(ais_passes_per_image(self.settings))}
         )
 
     def run(self) -> dict[str, Any]:
@@ -329,9 +329,11 @@ class Likelihood(ExampleTask):
         return rows
 
     def score_ais(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        """Rows of the AIS estimator: ``log_px`` the lower bound, with ``simulate`` also
-        ``log_px_upper``, ``upper_mc_se`` and ``bdmc_gap`` = upper - lower."""
+        """Rows of the AIS estimator: ``log_px`` the lower bound, ``passes`` its gradient
+        passes, with ``simulate`` also ``log_px_upper``, ``upper_mc_se`` and ``bdmc_gap`` =
+        upper - lower."""
         estimate = model_ais(self.model, batch["image"], self.settings, self.rng, batch.get("z"))
+        passes = ais_passes_per_image(self.settings)
         true = self.true_model(batch["image"].cpu()).tolist() if self.true_model else None
         bits = self.dimension * math.log(2)
         rows = []
@@ -344,6 +346,7 @@ class Likelihood(ExampleTask):
                 "mc_se": float(estimate.lower_se[i]),
                 "ess": float(estimate.ess[i]),
                 "accept_rate": float(estimate.accept_rate[i]),
+                "passes": passes,
             }
             if estimate.upper is not None:
                 row["log_px_upper"] = float(estimate.upper[i])

@@ -245,14 +245,14 @@ def test_evaluate_py_reports_bdmc_bounds_and_gap_per_image_and_on_average(
     assert len(rows) == metrics["n_images"] == 4 and metrics["estimator"] == "ais"
     assert metrics["simulate"] is True and "true_log_px_mean" not in metrics
     for row in rows:
-        assert row["label"] == -1
+        assert row["label"] == -1 and row["passes"] == metrics["passes_per_image"]
         assert row["bdmc_gap"] == pytest.approx(row["log_px_upper"] - row["log_px"])
         assert row["bdmc_gap"] > -4 * (row["mc_se"] + row["upper_mc_se"])
     lower = sum(r["log_px"] for r in rows) / 4
     assert metrics["log_px_mean"] == pytest.approx(lower)
     assert metrics["log_px_upper_mean"] - lower == pytest.approx(metrics["bdmc_gap_mean"])
     assert metrics["bdmc_gap_max"] == pytest.approx(max(r["bdmc_gap"] for r in rows))
-    assert metrics["generator_passes_per_image"] == 2 * 4 * (1 + 40 * 5)
+    assert metrics["passes_per_image"] == 2 * 4 * (1 + 40 * 5)
     assert metrics["n_samples"] is None  # the importance sampler's settings are not in play
     assert 0.3 < metrics["accept_rate_mean"] < 0.95
     assert "bdmc_gap_mean" in (out / "results.md").read_text()
