@@ -22,6 +22,7 @@ from lfbm_lightning import CONF_DIR
 from lfbm_lightning.checks import (
     check,
     check_bool,
+    check_choice,
     check_int,
     check_positive,
     in_interval,
@@ -31,6 +32,7 @@ from lfbm_lightning.checks import (
 from lfbm_lightning.data.occlusion import MASK_KINDS
 from lfbm_lightning.data.splits import PROTOCOLS
 from lfbm_lightning.errors import ConfigError
+from lfbm_lightning.inference.ais import SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -250,8 +252,9 @@ def unknown_key(config: Any, reference: Any, prefix: str = "") -> str | None:
 def check_evaluate_config(cfg: DictConfig) -> None:
     """Evaluate's own settings, before any model is loaded: a task, no key that evaluate.py
     does not read (``+dataset...``: the data comes from the checkpoint), the process counts,
-    the device, ``progress``, the batch sizes, ``metrics.reference_images`` and the task's
-    ``n_examples``, ``n_steps``, ``n_samples``, ``step_size``."""
+    the device, ``progress``, the batch sizes, ``metrics.reference_images``, the task's
+    ``n_examples``, ``n_steps``, ``n_samples``, ``step_size``, and ``task=likelihood``'s
+    estimator (:func:`check_likelihood_estimator`)."""
     if OmegaConf.is_missing(cfg.task, "name"):
         names = sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
         raise ConfigError(f"task=<name> is required, one of {names} (conf/task/<name>.yaml)")
@@ -276,5 +279,30 @@ def check_evaluate_config(cfg: DictConfig) -> None:
             check_int(f"{name}.{key}", settings[key], minimum, nullable=True)
     if "step_size" in settings:
         check_positive(f"{name}.step_size", settings.step_size, nullable=True)
+    if name == "likelihood":
+        check_likelihood_estimator(settings)
     check_int("metrics.batch_size", cfg.metrics.batch_size, 1)
     check_int("metrics.reference_images", cfg.metrics.reference_images, 1, nullable=True)
+
+
+LIKELIHOOD_ESTIMATORS = ("importance", "ais")
+"""``likelihood.estimator``: importance sampling or annealed importance sampling."""
+
+
+def check_likelihood_estimator(settings: DictConfig) -> None:
+    """``likelihood.estimator``, ``likelihood.simulate`` and, for AIS, ``likelihood.ais.*``."""
+    check_choice("likelihood.estimator", settings.estimator, LIKELIHOOD_ESTIMATORS)
+    check_bool("likelihood.simulate", settings.simulate)
+    if settings.estimator != "ais":
+        return
+    ais = settings.ais
+    check_int("likelihood.ais.n_distributions", ais.n_distributions, 1)
+    check_int("likelihood.ais.n_chains", ais.n_chains, 1)
+    check_choice("likelihood.ais.schedule", ais.schedule, SCHEDULES)
+    check_int("likelihood.ais.n_leapfrog", ais.n_leapfrog, 1)
+    check_positive("likelihood.ais.step_size", ais.step_size)
+    fraction = ais.target_accept is None or in_interval(
+        ais.target_accept, 0, 1, open_low=True, open_high=True
+    )
+    allowed = "null or a number in (0, 1)"
+    check("likelihood.ais.target_accept", ais.target_accept, allowed, fraction)

@@ -1,12 +1,12 @@
-"""Held-out log-likelihood log p(x) by importance sampling, for every prior.
+"""Held-out log-likelihood log p(x) by importance sampling (every prior) or AIS.
 
 log p(x) = log E_{z ~ p(z)}[N(x; g(z), sigma^2 I_D)] is estimated per image with K importance
 samples (:mod:`lfbm_lightning.inference.importance`) from a proposal built at the endpoints of
-M posterior chains. E[log p_K(x)] <= log p(x); the ESS and the Monte-Carlo standard error per
-image say how close. For an EBM prior log Z is estimated by Monte Carlo and subtracted (None
-when its standard error exceeds ``max_log_z_se``). Units: nats per image and bits per dimension
-on the continuous [-1, 1] scale. Options: ``conf/task/likelihood.yaml``; the estimator, its
-proposal and its caveats: docs/likelihood.md.
+M posterior chains, or by AIS (:mod:`lfbm_lightning.tasks.ais_likelihood`; on images the model
+simulates, with the BDMC upper bound). For an EBM prior log Z is estimated by Monte Carlo and
+subtracted (None when its standard error exceeds ``max_log_z_se``). Units: nats per image and
+bits per dimension on the continuous [-1, 1] scale. Options: ``conf/task/likelihood.yaml``;
+the estimators, their costs and caveats: docs/likelihood.md.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lfbm_lightning.densities import gaussian_log_likelihood
 from lfbm_lightning.errors import ConfigError
@@ -31,6 +31,12 @@ from lfbm_lightning.inference.importance import (
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.runtime.distributed import rank_and_world_size
 from lfbm_lightning.seeds import item_seed
+from lfbm_lightning.tasks.ais_likelihood import (
+    SimulatedImages,
+    ais_passes_per_image,
+    check_ais_prior,
+    model_ais,
+)
 from lfbm_lightning.tasks.task import ExampleTask
 
 BPD_NOTE = (
@@ -184,6 +190,24 @@ def summarize(
     }
 
 
+IMPORTANCE_SETTINGS = ("n_samples", "n_chains", "n_steps", "step_size", "noise")
+"""Results that describe the importance sampler (None with ``estimator=ais``)."""
+
+
+def bound_summary(upper: torch.Tensor, gap: torch.Tensor) -> dict[str, float]:
+    """Means over images of the BDMC upper bound and of the gap upper - lower (nats), with
+    their standard errors over images, and the largest gap."""
+    upper_mean, upper_se = mean_and_se(upper)
+    gap_mean, gap_se = mean_and_se(gap)
+    return {
+        "log_px_upper_mean": upper_mean,
+        "log_px_upper_se": upper_se,
+        "bdmc_gap_mean": gap_mean,
+        "bdmc_gap_se": gap_se,
+        "bdmc_gap_max": float(gap.max()),
+    }
+
+
 def normalizer_results(normalizer: LogNormalizer | None, max_se: float) -> dict[str, Any]:
     """How the prior's normaliser was handled, for ``metrics.json``."""
     if normalizer is None:
@@ -211,10 +235,19 @@ class Likelihood(ExampleTask):
     ``log_z_ess`` for an EBM), the :func:`summarize` keys (None and ``log_px_unavailable``
     when an EBM's log Z is too uncertain), ``bpd_note`` and, with a known true model,
     ``true_log_px_mean``, ``true_log_px_se``, ``true_bpd_mean``, ``gap_mean``, ``gap_se``.
+
+    ``estimator=ais``: ``log_px`` is the AIS lower bound; also ``ais_*`` (its settings),
+    ``passes_per_image``, ``accept_rate_mean``; with ``simulate=true`` the BDMC
+    upper bound and gap upper - lower per image (``log_px_upper``, ``bdmc_gap``) and
+    :func:`bound_summary`. ``simulate=true`` scores the model's own images
+    (:class:`SimulatedImages`, ``n_examples`` of them, null: as many as the split has).
     """
 
     def check(self) -> None:
         model, settings, seed = self.model, self.settings, self.cfg.seed
+        self.ais = settings.estimator == "ais"
+        if self.ais:
+            check_ais_prior(model)
         self.rng = torch.Generator(device=model.device).manual_seed(int(seed))
         self.normalizer = prior_log_normalizer(model, settings, self.rng)
         self.log_z = 0.0 if self.normalizer is None else self.normalizer.log_z
@@ -222,7 +255,19 @@ class Likelihood(ExampleTask):
         if rank > 0:  # every rank its own stream (rank 0 goes on with the one of log Z)
             self.rng.manual_seed(item_seed(seed, rank))
         self.true_model = getattr(self.datamodule, "true_log_prob", None)
+        if settings.simulate:  # the data's true model does not describe the model's images
+            self.true_model = None
         self.dimension = math.prod(self.datamodule.splits[self.split][0]["image"].shape)
+        self.simulated = None
+
+    def examples(self):
+        """The split's examples, or with ``simulate`` the model's own images (seeded)."""
+        if not self.settings.simulate:
+            return super().examples()
+        if self.simulated is None:
+            n = self.settings.n_examples or len(self.datamodule.splits[self.split])
+            self.simulated = SimulatedImages(self.model, int(n), int(self.cfg.seed))
+        return self.simulated
 
     def settings_results(self) -> dict[str, Any]:
         """What was estimated and how (before any image is scored)."""
@@ -239,7 +284,19 @@ class Likelihood(ExampleTask):
             "noise": bool(self.settings.noise),
             **normalizer_results(self.normalizer, float(self.settings.max_log_z_se)),
             "bpd_note": BPD_NOTE,
-        }
+            "estimator": str(self.settings.estimator),
+            "simulate": bool(self.settings.simulate),
+        } | (self.ais_settings() if self.ais else {})
+
+    def ais_settings(self) -> dict[str, Any]:
+        """The AIS options and the gradient passes they cost per image (in place of the
+        importance sampler's ``n_samples`` ... ``noise``, which AIS does not use)."""
+        ais = OmegaConf.to_container(self.settings.ais)
+        return (
+            dict.fromkeys(IMPORTANCE_SETTINGS)
+            | {f"ais_{key}": value for key, value in ais.items()}
+            | {"passes_per_image": float(ais_passes_per_image(self.settings))}
+        )
 
     def run(self) -> dict[str, Any]:
         self.check()
@@ -251,6 +308,8 @@ class Likelihood(ExampleTask):
         return self.score_examples()
 
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        if self.ais:
+            return self.score_ais(batch)
         x = batch["image"]
         estimate = image_log_likelihood(self.model, x, self.settings, self.rng, self.log_z)
         true = self.true_model(x.cpu()).tolist() if self.true_model is not None else None
@@ -269,6 +328,35 @@ class Likelihood(ExampleTask):
             rows.append(row)
         return rows
 
+    def score_ais(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Rows of the AIS estimator: ``log_px`` the lower bound, ``passes`` its gradient
+        passes, with ``simulate`` also ``log_px_upper``, ``upper_mc_se`` and ``bdmc_gap`` =
+        upper - lower."""
+        estimate = model_ais(self.model, batch["image"], self.settings, self.rng, batch.get("z"))
+        passes = ais_passes_per_image(self.settings)
+        true = self.true_model(batch["image"].cpu()).tolist() if self.true_model else None
+        bits = self.dimension * math.log(2)
+        rows = []
+        for i, index in enumerate(batch["index"].tolist()):
+            row = {
+                "index": index,
+                "label": int(batch["label"][i]),
+                "log_px": float(estimate.lower[i]),
+                "bpd": -float(estimate.lower[i]) / bits,
+                "mc_se": float(estimate.lower_se[i]),
+                "ess": float(estimate.ess[i]),
+                "accept_rate": float(estimate.accept_rate[i]),
+                "passes": passes,
+            }
+            if estimate.upper is not None:
+                row["log_px_upper"] = float(estimate.upper[i])
+                row["upper_mc_se"] = float(estimate.upper_se[i])
+                row["bdmc_gap"] = row["log_px_upper"] - row["log_px"]
+            if true is not None:
+                row["true_log_px"] = true[i]
+            rows.append(row)
+        return rows
+
     def summarize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         def column(key: str) -> torch.Tensor:
             return torch.tensor([r[key] for r in rows], dtype=torch.float64)
@@ -276,6 +364,10 @@ class Likelihood(ExampleTask):
         dimension = self.dimension
         results = self.settings_results()
         results |= summarize(column("log_px"), column("mc_se"), column("ess"), dimension)
+        if self.ais:
+            results["accept_rate_mean"] = float(column("accept_rate").mean())
+        if "log_px_upper" in rows[0]:
+            results |= bound_summary(column("log_px_upper"), column("bdmc_gap"))
         if self.true_model is not None:
             true_mean, true_se = mean_and_se(column("true_log_px"))
             gap_mean, gap_se = mean_and_se(column("true_log_px") - column("log_px"))

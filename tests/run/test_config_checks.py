@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from lfbm_lightning.run.config_checks import ConfigError, validate_config
+from lfbm_lightning.run.evaluation import evaluate
 from lfbm_lightning.run.training import train
-from tests.conftest import run_entry_point
+from tests.conftest import compose_config, run_entry_point
 from tests.helpers.train_runs import error_lines
 
 BAD = [
@@ -125,3 +126,37 @@ def test_train_py_names_the_bad_key(tmp_path, overrides, message):
     [line] = error_lines(result.stderr)
     assert message in line, line
     assert not (tmp_path / "checkpoints").exists()
+
+
+# evaluate.py task=likelihood's estimator settings: refused before the checkpoint is read
+LIKELIHOOD_CASES = [
+    ("likelihood.estimator=laplace", "likelihood.estimator must be one of ['importance', 'ais']"),
+    ("likelihood.simulate=yes", "likelihood.simulate must be true or false, got 'yes'"),
+    ("likelihood.ais.n_distributions=0", "likelihood.ais.n_distributions must be an integer >= 1"),
+    ("likelihood.ais.n_chains=2.5", "likelihood.ais.n_chains must be an integer >= 1"),
+    ("likelihood.ais.schedule=cosine", "likelihood.ais.schedule must be one of ['sigmoid', 'lin"),
+    ("likelihood.ais.n_leapfrog=0", "likelihood.ais.n_leapfrog must be an integer >= 1"),
+    ("likelihood.ais.step_size=0", "likelihood.ais.step_size must be a number > 0, got 0"),
+    ("likelihood.ais.target_accept=1", "likelihood.ais.target_accept must be null or a number in"),
+]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"), LIKELIHOOD_CASES, ids=[c[0] for c in LIKELIHOOD_CASES]
+)
+def test_likelihood_estimator_settings_are_checked_before_the_model_loads(
+    tmp_path, override, message
+):
+    overrides = ["ckpt_path=/nonexistent.ckpt", "task=likelihood", "likelihood.estimator=ais"]
+    cfg = compose_config([*overrides, override], tmp_path, "evaluate")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        evaluate(cfg)
+
+
+@pytest.mark.slow
+def test_evaluate_py_refuses_an_unknown_likelihood_estimator_with_exit_2(tmp_path):
+    args = ["ckpt_path=/nonexistent.ckpt", "task=likelihood", "likelihood.estimator=bdmc"]
+    result = run_entry_point("evaluate.py", [f"hydra.run.dir={tmp_path}", *args], timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = error_lines(result.stderr)
+    assert "likelihood.estimator must be one of ['importance', 'ais'], got 'bdmc'" in line, line

@@ -18,6 +18,7 @@ from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.priors import TwoStageVAEPrior
 from lfbm_lightning.tasks import likelihood
+from lfbm_lightning.tasks.ais_likelihood import SimulatedImages
 from tests.conftest import compose_config, run_entry_point
 from tests.helpers.task_outputs import read_rows
 from tests.tasks.conftest import train_checkpoint
@@ -161,6 +162,23 @@ def test_untrained_ebm_log_z_matches_quadrature_and_too_uncertain_is_unavailable
     assert "max_log_z_se" in unavailable["log_px_unavailable"]
 
 
+def test_simulate_scores_the_models_own_images_the_same_way_every_run(tmp_path):
+    torch.manual_seed(0)
+    overrides = ["likelihood.simulate=true", "likelihood.n_examples=5", "likelihood.n_samples=16"]
+    model, datamodule, cfg = synthetic_setup(tmp_path, "flow", overrides)
+    first = likelihood.Likelihood(model, datamodule, cfg, tmp_path / "a").run()
+    again = likelihood.Likelihood(model, datamodule, cfg, tmp_path / "b").run()
+    rows = read_rows(tmp_path / "a" / "per_example.csv")
+    assert first["simulate"] is True and first["n_images"] == len(rows) == 5
+    assert first["log_px_mean"] == again["log_px_mean"]  # seeded images and chains
+    assert {row["label"] for row in rows} == {-1} and "true_log_px" not in rows[0]
+    assert "true_log_px_mean" not in first  # the data's true model does not describe them
+    images = SimulatedImages(model, 5, int(cfg.seed))
+    with torch.no_grad():  # x = g(z) + sigma eps with the stored z
+        noise = (images.images - model.generator(images.z)) / model.sigma
+    assert 0.7 < float(noise.std()) < 1.3 and abs(float(noise.mean())) < 0.2
+
+
 @pytest.fixture(scope="session")
 def synthetic_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Flow prior on the synthetic images, 3 short epochs."""
@@ -200,6 +218,44 @@ def test_evaluate_likelihood_end_to_end(synthetic_ckpt, tmp_path):
     )
     assert 1 <= metrics["ess_min"] <= metrics["ess_mean"] <= 128
     assert "likelihood" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_evaluate_py_reports_bdmc_bounds_and_gap_per_image_and_on_average(
+    synthetic_ckpt, tmp_path
+):
+    out = tmp_path / "eval"
+    result = run_entry_point(
+        "evaluate.py",
+        [
+            f"ckpt_path={synthetic_ckpt}",
+            "task=likelihood",
+            f"hydra.run.dir={out}",
+            "likelihood.estimator=ais",
+            "likelihood.simulate=true",
+            "likelihood.n_examples=4",
+            "likelihood.ais.n_distributions=40",
+            "likelihood.ais.n_chains=4",
+            "progress=false",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = read_rows(out / "per_example.csv")
+    assert len(rows) == metrics["n_images"] == 4 and metrics["estimator"] == "ais"
+    assert metrics["simulate"] is True and "true_log_px_mean" not in metrics
+    for row in rows:
+        assert row["label"] == -1 and row["passes"] == metrics["passes_per_image"]
+        assert row["bdmc_gap"] == pytest.approx(row["log_px_upper"] - row["log_px"])
+        assert row["bdmc_gap"] > -4 * (row["mc_se"] + row["upper_mc_se"])
+    lower = sum(r["log_px"] for r in rows) / 4
+    assert metrics["log_px_mean"] == pytest.approx(lower)
+    assert metrics["log_px_upper_mean"] - lower == pytest.approx(metrics["bdmc_gap_mean"])
+    assert metrics["bdmc_gap_max"] == pytest.approx(max(r["bdmc_gap"] for r in rows))
+    assert metrics["passes_per_image"] == 2 * 4 * (1 + 40 * 5)
+    assert metrics["n_samples"] is None  # the importance sampler's settings are not in play
+    assert 0.3 < metrics["accept_rate_mean"] < 0.95
+    assert "bdmc_gap_mean" in (out / "results.md").read_text()
 
 
 def test_a_prior_bounded_by_an_elbo_is_refused_by_the_likelihood_task():
