@@ -28,8 +28,7 @@ SETTINGS = OmegaConf.create(
         "n_samples": 1000,
         "n_chains": 3,
         "n_steps": 300,
-        "step_size": 0.05,
-        "noise": False,
+        "curvature": "secant",
         "inflation": 1.5,
         "df": 5,
         "defensive_weight": 0.1,
@@ -84,8 +83,59 @@ def test_linear_gaussian_model_matches_the_analytic_log_px():
     x = draw(model, 16, torch.zeros(LATENT))
     rng = torch.Generator().manual_seed(2)
     assert likelihood.prior_log_normalizer(model, SETTINGS, rng) is None
-    estimate = likelihood.image_log_likelihood(model, x, SETTINGS, rng)
+    estimate = likelihood.image_log_likelihood(model, x, SETTINGS, rng).estimate
     check_estimate(estimate, analytic_log_px(model, x, torch.zeros(LATENT)))
+
+
+def test_at_real_scale_every_estimate_is_within_three_standard_errors(tmp_path):
+    # the real-digit setting's sizes: D = 784, d = 20, sigma = 0.3, K = 128, M = 2 fits of at
+    # most 100 passes (task=anomaly's marginal), on x = W z + b + sigma eps with a
+    # non-isotropic prior z ~ N(m, diag(s^2)): log p(x) = log N(x; W m + b, W S W^T + sigma^2 I)
+    d, pixels, sigma, n_images = 20, 784, 0.3, 200
+    config = {
+        "seed": 0,
+        "prior": {"_target_": "lfbm_lightning.priors.LearnableGaussianPrior", "latent_dim": d},
+        "generator": {"_target_": "torch.nn.Linear", "in_features": d, "out_features": pixels},
+        "model": {"sigma": sigma},
+        "inference": {"n_steps": 20, "step_size": 0.1, "eval_steps": 100, "eval_step_size": 0.1},
+    }
+    model = LatentPriorModel(config).eval()
+    rng = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.generator.weight.copy_(torch.randn(pixels, d, generator=rng) / 4)
+        model.generator.bias.copy_(0.3 * torch.randn(pixels, generator=rng))
+        model.prior.mean.copy_(torch.randn(d, generator=rng))
+        model.prior.log_std.copy_(torch.linspace(-1.0, 0.7, d))  # stds 0.37 .. 2.0
+        std = model.prior.log_std.exp()
+        z = model.prior.mean + std * torch.randn(n_images, d, generator=rng)
+        x = model.generator(z) + sigma * torch.randn(n_images, pixels, generator=rng)
+        weight = model.generator.weight.double()
+        truth = torch.distributions.LowRankMultivariateNormal(
+            weight @ model.prior.mean.double() + model.generator.bias.double(),
+            weight * std.double(),
+            torch.full((pixels,), sigma**2, dtype=torch.float64),
+        ).log_prob(x.double())
+    eval_cfg = compose_config(["ckpt_path=x.ckpt", "task=anomaly"], tmp_path, "evaluate")
+    settings = eval_cfg.anomaly.marginal  # the defaults, as task=anomaly uses them
+    result = likelihood.image_log_likelihood(model, x, settings, rng)
+    estimate = result.estimate
+    error = estimate.log_px.double() - truth
+    assert estimate.trusted.all() and (estimate.ess >= 12.8).all(), (estimate.khat, estimate.ess)
+    assert (estimate.mc_se > 1e-3).all()  # the weights vary: the check below is not vacuous
+    # calibrated errors: z = error / SE ~ N(0, 1) over the images. Every |z| < 4 (an exact
+    # estimator puts 0.5 of 200 images beyond 3 SE, 0.01 beyond 4), 2-SE intervals covering
+    # 0.95 +- 0.015, the mean z within 4 / sqrt(200) of 0 (no bias beyond the errors)
+    z_scores = error / estimate.mc_se
+    assert (z_scores.abs() < 4).all(), (error, estimate.mc_se)
+    coverage = float((z_scores.abs() < 2).double().mean())
+    assert 0.9 <= coverage <= 0.99, coverage
+    assert abs(float(z_scores.mean())) < 4 / math.sqrt(n_images), z_scores
+    assert (result.passes <= 2 * (100 + d) + 128).all()  # no more than the Gauss-Newton proposal
+    # and the check can fail: a prior mean off by 0.5 s moves log p(x) by several SEs
+    with torch.no_grad():
+        model.prior.mean.add_(0.5 * std)
+    wrong = likelihood.image_log_likelihood(model, x, settings, rng).estimate
+    assert ((wrong.log_px.double() - truth).abs() > 3 * wrong.mc_se).float().mean() > 0.5
 
 
 def test_ebm_prior_is_normalised_with_its_estimated_log_z():
@@ -112,9 +162,9 @@ def test_ebm_prior_is_normalised_with_its_estimated_log_z():
     normalizer = likelihood.prior_log_normalizer(model, SETTINGS, rng)
     assert abs(normalizer.log_z - float(tilt.pow(2).sum()) / 2) < 4 * normalizer.se
     x = draw(model, 12, -tilt)
-    estimate = likelihood.image_log_likelihood(model, x, SETTINGS, rng, normalizer.log_z)
+    estimate = likelihood.image_log_likelihood(model, x, SETTINGS, rng, normalizer.log_z).estimate
     check_estimate(estimate, analytic_log_px(model, x, -tilt), normalizer.se)
-    without = likelihood.image_log_likelihood(model, x, SETTINGS, rng)  # log Z left out
+    without = likelihood.image_log_likelihood(model, x, SETTINGS, rng).estimate  # no log Z
     assert (without.log_px - estimate.log_px).mean() > 0.3  # |a|^2 / 2 = 0.49 nats
 
 
@@ -199,7 +249,22 @@ def test_evaluate_likelihood_end_to_end(synthetic_ckpt, tmp_path):
         metrics["gap_mean"]
     )
     assert 1 <= metrics["ess_min"] <= metrics["ess_mean"] <= 128
-    assert "likelihood" in (out / "results.md").read_text()
+    # the diagnostics per image, and the summary split by k-hat
+    khat = torch.tensor([r["khat"] for r in rows], dtype=torch.float64)
+    trusted = khat <= 0.7
+    assert khat.isfinite().all() and all(
+        math.isnan(r["mc_se"]) for r, t in zip(rows, trusted, strict=True) if not t
+    )
+    above = int((~trusted).sum())
+    assert metrics["khat_above_share"] == pytest.approx(above / 40)
+    assert metrics["ess_mean"] == pytest.approx(sum(r["ess"] for r in rows) / 40)
+    if above:
+        untrusted = sum(r["log_px"] for r, t in zip(rows, trusted, strict=True) if not t) / above
+        assert metrics["log_px_mean_untrusted"] == pytest.approx(untrusted)
+        assert metrics["log_px_mc_se"] is None  # not every error bar can be trusted
+    report = (out / "results.md").read_text()
+    assert f"Pareto k-hat > 0.7 (or too few samples for it): {above} of 40 images" in report
+    assert metrics["passes_per_image"] == pytest.approx(sum(r["passes"] for r in rows) / 40)
 
 
 def test_a_prior_bounded_by_an_elbo_is_refused_by_the_likelihood_task():
