@@ -130,7 +130,7 @@ def test_at_real_scale_every_estimate_is_within_three_standard_errors(tmp_path):
     coverage = float((z_scores.abs() < 2).double().mean())
     assert 0.9 <= coverage <= 0.99, coverage
     assert abs(float(z_scores.mean())) < 4 / math.sqrt(n_images), z_scores
-    assert (result.passes <= 2 * (100 + d) + 128).all()  # no more than the Gauss-Newton proposal
+    assert (result.passes <= 2 * (100 + d) + 128).all()  # 2 chains x (100 steps + d) + K at most
     # and the check can fail: a prior mean off by 0.5 s moves log p(x) by several SEs
     with torch.no_grad():
         model.prior.mean.add_(0.5 * std)
@@ -265,6 +265,16 @@ def test_evaluate_likelihood_end_to_end(synthetic_ckpt, tmp_path):
     report = (out / "results.md").read_text()
     assert f"Pareto k-hat > 0.7 (or too few samples for it): {above} of 40 images" in report
     assert metrics["passes_per_image"] == pytest.approx(sum(r["passes"] for r in rows) / 40)
+
+
+@pytest.mark.slow
+def test_an_unknown_proposal_curvature_is_refused_before_any_image(synthetic_ckpt, tmp_path):
+    out = tmp_path / "eval"
+    args = [f"ckpt_path={synthetic_ckpt}", "task=likelihood", f"hydra.run.dir={out}"]
+    result = run_entry_point("evaluate.py", [*args, "likelihood.curvature=newton"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: likelihood.curvature" in result.stderr and "secant" in result.stderr
+    assert not (out / "per_example.csv").exists()
 
 
 def test_a_prior_bounded_by_an_elbo_is_refused_by_the_likelihood_task():
