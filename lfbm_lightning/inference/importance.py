@@ -11,6 +11,7 @@ exact Hessian of -log p(x, z) there, plus a defensive N(0, I) component (docs/li
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,48 +63,6 @@ def laplace_precision(hessian: torch.Tensor, floor: float = CURVATURE_FLOOR) -> 
     eigenvalues, vectors = torch.linalg.eigh(0.5 * (hessian + hessian.transpose(-1, -2)))
     curvature = eigenvalues.abs().clamp_min(floor)
     return (vectors * curvature.unsqueeze(-2)) @ vectors.transpose(-1, -2)
-
-
-def secant_laplace(
-    log_joint: LogJointFn,
-    means: torch.Tensor,
-    precision: torch.Tensor,
-    floor: float = CURVATURE_FLOOR,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Re-fit a Laplace component N(mu, Lambda^-1) along Lambda's eigenvectors at its own scale.
-
-    With Lambda = V diag(lambda) V^T and E = -log p(x, z), steps h_i = lambda_i^-1/2 along v_i
-    give E_0 = E(mu), E_i+- = E(mu +- h_i v_i), the secant curvature and slope
-    c_i = (E_i+ + E_i- - 2 E_0) / h_i^2, b_i = (E_i+ - E_i-) / (2 h_i), and the quadratic
-    through them: precision V diag(max(c_i, floor)) V^T, mean mu - V (b / max(c, floor)) with
-    each shift clipped to +-h_i. A piecewise-smooth E (a ReLU generator) curves more over a
-    posterior standard deviation than its Hessian at one point says; this measures it there.
-    2 d + 1 evaluations of log p(x, z) per component.
-
-    Args:
-        log_joint: z (B, P, d) -> log p(x_b, z_bp) (B, P).
-        means: mu, (B, M, d).
-        precision: Lambda, symmetric positive definite, (B, M, d, d).
-        floor: least curvature kept along any direction.
-
-    Returns:
-        (means (B, M, d), precision (B, M, d, d)).
-    """
-    b, m, d = means.shape
-    eigenvalues, vectors = torch.linalg.eigh(precision)  # (B, M, d), (B, M, d, d)
-    h = eigenvalues.clamp_min(floor).rsqrt()  # (B, M, d)
-    steps = (vectors * h.unsqueeze(-2)).transpose(-1, -2)  # row i: h_i v_i, (B, M, d, d)
-    centre = means.unsqueeze(2)  # (B, M, 1, d)
-    points = torch.cat([centre, centre + steps, centre - steps], dim=2)  # (B, M, 2 d + 1, d)
-    with torch.no_grad():
-        energy = -log_joint(points.reshape(b, m * (2 * d + 1), d)).view(b, m, 2 * d + 1)
-    e0, e_plus, e_minus = energy[..., :1], energy[..., 1 : d + 1], energy[..., d + 1 :]
-    curvature = ((e_plus + e_minus - 2 * e0) / h.square()).clamp_min(floor)
-    slope = (e_plus - e_minus) / (2 * h)
-    shift = torch.maximum(torch.minimum(-slope / curvature, h), -h)  # (B, M, d)
-    new_means = means + (vectors @ shift.unsqueeze(-1)).squeeze(-1)
-    new_precision = (vectors * curvature.unsqueeze(-2)) @ vectors.transpose(-1, -2)
-    return new_means, new_precision
 
 
 @dataclass
@@ -259,7 +218,9 @@ def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:
     khat[flat] = -math.inf
     if not flat.all():
         values = (-log_w[~flat.to(log_w.device)]).detach().double().cpu().numpy()
-        khat[~flat] = torch.as_tensor(array_stats.psislw(values, axis=-1)[1]).double()
+        with warnings.catch_warnings():  # log1p of <= -1 in its profile grid for near-equal tails
+            warnings.simplefilter("ignore", RuntimeWarning)
+            khat[~flat] = torch.as_tensor(array_stats.psislw(values, axis=-1)[1]).double()
     return khat
 
 

@@ -205,15 +205,13 @@ def task_passes(task: str, eval_cfg: DictConfig, cfg: DictConfig) -> tuple[int, 
     images = node.get("n_examples") or sizes.test
     if task == "inpainting":
         return images * int(node.n_restarts) * (steps + 1), 0
-    # a proposal mode's curvature: d Hessian rows, then 2 d + 1 secant points (curvature: secant)
-    latent_dim = int(cfg.latent_dim)
+    latent_dim = int(cfg.latent_dim)  # a proposal mode's Hessian: d rows, one pass each
     if task == "likelihood":
-        mode = steps + latent_dim + (2 * latent_dim + 1 if node.curvature == "secant" else 0)
-        return images * (int(node.n_chains) * mode + int(node.n_samples)), 0
+        return images * (int(node.n_chains) * (steps + latent_dim) + int(node.n_samples)), 0
     passes = images * (steps + 1)
     if task == "anomaly" and "marginal" in (node.get("scores") or []):
         marginal = node.marginal
         chain = eval_steps(cfg) if marginal.n_steps is None else int(marginal.n_steps)
-        chain += latent_dim + (2 * latent_dim + 1 if marginal.curvature == "secant" else 0)
+        chain += latent_dim
         passes += images * (int(marginal.n_chains) * chain + int(marginal.n_samples))
     return passes, 0

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from lfbm_lightning.checks import check_choice
 from lfbm_lightning.densities import gaussian_log_likelihood
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference.importance import (
@@ -31,7 +30,6 @@ from lfbm_lightning.inference.importance import (
     importance_estimate,
     importance_log_weights,
     laplace_precision,
-    secant_laplace,
     tilt_log_normalizer,
 )
 from lfbm_lightning.langevin import frozen_parameters
@@ -68,15 +66,6 @@ def prior_log_normalizer(
     )
 
 
-CURVATURES = ("secant", "hessian")
-"""The values of the proposal's ``curvature`` option (:func:`posterior_proposal`)."""
-
-
-def check_proposal(settings: DictConfig, node: str) -> None:
-    """Refuse a proposal ``curvature`` that does not exist (``node``: where the settings are)."""
-    check_choice(f"{node}.curvature", settings.curvature, CURVATURES)
-
-
 def proposal_passes(model: LatentPriorModel, settings: DictConfig) -> int:
     """Most generator passes of each proposal fit: ``n_steps``, null falling back to the
     checkpoint's ``inference.eval_steps``."""
@@ -90,8 +79,7 @@ class Proposal:
 
     Attributes:
         mixture: q(z | x_b).
-        passes: generator passes per image (B,): its M fits, M d Hessian rows and, with
-            ``curvature: secant``, M (2 d + 1) evaluations.
+        passes: generator passes per image (B,): its M fits plus M d Hessian rows.
     """
 
     mixture: StudentTMixture
@@ -109,8 +97,7 @@ def posterior_proposal(
 
     M = ``n_chains`` L-BFGS fits of E(z) = -log p(x, z) + const per image (the ``fast`` fit,
     at most :func:`proposal_passes` passes each); at every mode z_m the exact Hessian of E,
-    prior included (:func:`energy_hessian`, :func:`laplace_precision`), with ``curvature:
-    secant`` re-measured at one standard deviation (:func:`secant_laplace`). ``start`` (B, d),
+    prior included (:func:`energy_hessian`, :func:`laplace_precision`). ``start`` (B, d),
     when given, is where each image's first fit starts (e.g. a z already fitted to x);
     otherwise the encoder's mean for a model with one, else N(0, I); the others start N(0, I).
     """
@@ -131,10 +118,6 @@ def posterior_proposal(
         hessian = energy_hessian(model.posterior_energy(x_rep), fit.z)
     means = fit.z.view(b, m, d)
     precision = laplace_precision(hessian).view(b, m, d, d)
-    passes = fit.passes.view(b, m).sum(1) + m * d
-    if settings.curvature == "secant":
-        means, precision = secant_laplace(log_joint_fn(model, x), means, precision)
-        passes = passes + m * (2 * d + 1)
     mixture = StudentTMixture.from_precision(
         means,
         precision,
@@ -142,7 +125,7 @@ def posterior_proposal(
         df=None if settings.df is None else int(settings.df),
         defensive_weight=float(settings.defensive_weight),
     )
-    return Proposal(mixture, passes)
+    return Proposal(mixture, fit.passes.view(b, m).sum(1) + m * d)
 
 
 def log_joint_fn(model: LatentPriorModel, x: torch.Tensor, log_z: float = 0.0) -> LogJointFn:
@@ -294,7 +277,6 @@ class Likelihood(ExampleTask):
 
     def check(self) -> None:
         model, settings, seed = self.model, self.settings, self.cfg.seed
-        check_proposal(settings, "likelihood")
         self.rng = torch.Generator(device=model.device).manual_seed(int(seed))
         self.normalizer = prior_log_normalizer(model, settings, self.rng)
         self.log_z = 0.0 if self.normalizer is None else self.normalizer.log_z

@@ -20,7 +20,6 @@ from lfbm_lightning.inference.importance import (
     importance_log_weights,
     laplace_precision,
     pareto_khat,
-    secant_laplace,
     tilt_log_normalizer,
 )
 
@@ -103,29 +102,6 @@ def test_laplace_precision_keeps_a_minimum_and_widens_along_flat_or_negative_cur
     torch.testing.assert_close(precision[0], minimum)
     eigenvalues = torch.linalg.eigvalsh(precision[1])
     torch.testing.assert_close(eigenvalues, torch.tensor([0.1, 2.0, 4.0], dtype=torch.float64))
-
-
-def test_secant_laplace_is_exact_for_a_gaussian_and_measures_a_kink():
-    # a Gaussian log joint: from a precision half the true one and a mean off by 0.3 std,
-    # one secant re-fit gives the true mean and precision
-    model = LinearGaussian()
-    x = model.sample(3)
-    mu, precision = model.posterior_mean(x), model.precision()
-    start = mu + 0.3 * torch.linalg.eigvalsh(precision)[0].rsqrt()
-    means, fitted = secant_laplace(
-        model.log_joint(x), start.unsqueeze(1), (0.5 * precision).expand(3, 1, -1, -1)
-    )
-    torch.testing.assert_close(means[:, 0], mu)
-    torch.testing.assert_close(fitted[:, 0], precision.expand(3, -1, -1))
-    # E(z) = 5 |z_1| + z_2^2 / 2: zero Hessian along z_1 at the mode, yet over the step h = 1
-    # of a unit precision it rises by 5: secant curvature 2 * 5 / 1^2 = 10
-    kink = torch.zeros(1, 1, 2, dtype=torch.float64)
-    _, fitted = secant_laplace(
-        lambda z: -(5 * z[..., 0].abs() + z[..., 1].pow(2) / 2),
-        kink,
-        torch.eye(2, dtype=torch.float64).expand(1, 1, 2, 2),
-    )
-    torch.testing.assert_close(fitted[0, 0], torch.diag(torch.tensor([10.0, 1.0]).double()))
 
 
 @pytest.mark.parametrize("shape", [0.3, 0.9])

@@ -28,7 +28,6 @@ SETTINGS = OmegaConf.create(
         "n_samples": 1000,
         "n_chains": 3,
         "n_steps": 300,
-        "curvature": "secant",
         "inflation": 1.5,
         "df": 5,
         "defensive_weight": 0.1,
@@ -87,16 +86,21 @@ def test_linear_gaussian_model_matches_the_analytic_log_px():
     check_estimate(estimate, analytic_log_px(model, x, torch.zeros(LATENT)))
 
 
-def test_at_real_scale_every_estimate_is_within_three_standard_errors(tmp_path):
-    # the real-digit setting's sizes: D = 784, d = 20, sigma = 0.3, K = 128, M = 2 fits of at
-    # most 100 passes (task=anomaly's marginal), on x = W z + b + sigma eps with a
-    # non-isotropic prior z ~ N(m, diag(s^2)): log p(x) = log N(x; W m + b, W S W^T + sigma^2 I)
-    d, pixels, sigma, n_images = 20, 784, 0.3, 200
+REAL_D, REAL_PIXELS, REAL_SIGMA, REAL_IMAGES = 20, 784, 0.3, 200
+
+
+@pytest.fixture(scope="module")
+def real_scale(tmp_path_factory: pytest.TempPathFactory):
+    """The real-digit setting's sizes: D = 784, d = 20, sigma = 0.3, 200 images of
+    x = W z + b + sigma eps with a non-isotropic prior z ~ N(m, diag(s^2)), so that
+    log p(x) = log N(x; W m + b, W S W^T + sigma^2 I); task=anomaly's marginal settings (K =
+    128, M = 2 fits of at most 100 passes). Returns (model, x, true log p(x), settings)."""
+    d, pixels = REAL_D, REAL_PIXELS
     config = {
         "seed": 0,
         "prior": {"_target_": "lfbm_lightning.priors.LearnableGaussianPrior", "latent_dim": d},
         "generator": {"_target_": "torch.nn.Linear", "in_features": d, "out_features": pixels},
-        "model": {"sigma": sigma},
+        "model": {"sigma": REAL_SIGMA},
         "inference": {"n_steps": 20, "step_size": 0.1, "eval_steps": 100, "eval_step_size": 0.1},
     }
     model = LatentPriorModel(config).eval()
@@ -107,34 +111,58 @@ def test_at_real_scale_every_estimate_is_within_three_standard_errors(tmp_path):
         model.prior.mean.copy_(torch.randn(d, generator=rng))
         model.prior.log_std.copy_(torch.linspace(-1.0, 0.7, d))  # stds 0.37 .. 2.0
         std = model.prior.log_std.exp()
-        z = model.prior.mean + std * torch.randn(n_images, d, generator=rng)
-        x = model.generator(z) + sigma * torch.randn(n_images, pixels, generator=rng)
+        z = model.prior.mean + std * torch.randn(REAL_IMAGES, d, generator=rng)
+        x = model.generator(z) + REAL_SIGMA * torch.randn(REAL_IMAGES, pixels, generator=rng)
         weight = model.generator.weight.double()
         truth = torch.distributions.LowRankMultivariateNormal(
             weight @ model.prior.mean.double() + model.generator.bias.double(),
             weight * std.double(),
-            torch.full((pixels,), sigma**2, dtype=torch.float64),
+            torch.full((pixels,), REAL_SIGMA**2, dtype=torch.float64),
         ).log_prob(x.double())
+    tmp_path = tmp_path_factory.mktemp("real_scale")
     eval_cfg = compose_config(["ckpt_path=x.ckpt", "task=anomaly"], tmp_path, "evaluate")
-    settings = eval_cfg.anomaly.marginal  # the defaults, as task=anomaly uses them
-    result = likelihood.image_log_likelihood(model, x, settings, rng)
+    return model, x, truth, eval_cfg.anomaly.marginal
+
+
+def test_at_real_scale_the_default_proposal_finds_the_exact_posterior(real_scale):
+    # Gaussian components with the exact Hessian at the exact mode are the posterior itself:
+    # q = 0.9 p(z | x) + 0.1 N(0, I), so ESS ~ 0.9 K and the errors are the defensive draws'
+    model, x, truth, settings = real_scale
+    result = likelihood.image_log_likelihood(model, x, settings, torch.Generator().manual_seed(1))
     estimate = result.estimate
+    assert estimate.trusted.all() and (estimate.ess >= 0.8 * 128).all(), estimate.ess.min()
     error = estimate.log_px.double() - truth
+    assert error.abs().max() < 0.2 and abs(float(error.mean())) < 0.02, error
+    d = REAL_D
+    assert (result.passes <= 2 * (100 + d) + 128).all()  # 2 chains x (100 steps + d) + K at most
+
+
+def test_at_real_scale_heavy_tailed_estimates_are_within_their_standard_errors(real_scale):
+    # Student-t components (df = 5): weights vary continuously, so the standard error is
+    # tested: z = error / SE ~ N(0, 1) over the images. Every |z| < 4 (an exact estimator puts
+    # 0.5 of 200 images beyond 3 SE, 0.01 beyond 4), 2-SE intervals covering 0.95 +- 0.015, the
+    # mean z within 4 / sqrt(200) of 0 (no bias beyond the errors)
+    model, x, truth, settings = real_scale
+    settings = settings.copy()
+    settings.df = 5
+    rng = torch.Generator().manual_seed(2)
+    estimate = likelihood.image_log_likelihood(model, x, settings, rng).estimate
     assert estimate.trusted.all() and (estimate.ess >= 12.8).all(), (estimate.khat, estimate.ess)
-    assert (estimate.mc_se > 1e-3).all()  # the weights vary: the check below is not vacuous
-    # calibrated errors: z = error / SE ~ N(0, 1) over the images. Every |z| < 4 (an exact
-    # estimator puts 0.5 of 200 images beyond 3 SE, 0.01 beyond 4), 2-SE intervals covering
-    # 0.95 +- 0.015, the mean z within 4 / sqrt(200) of 0 (no bias beyond the errors)
-    z_scores = error / estimate.mc_se
-    assert (z_scores.abs() < 4).all(), (error, estimate.mc_se)
+    assert (estimate.mc_se > 1e-2).all()  # the weights vary: the checks below are not vacuous
+    z_scores = (estimate.log_px.double() - truth) / estimate.mc_se
+    assert (z_scores.abs() < 4).all(), z_scores
     coverage = float((z_scores.abs() < 2).double().mean())
     assert 0.9 <= coverage <= 0.99, coverage
-    assert abs(float(z_scores.mean())) < 4 / math.sqrt(n_images), z_scores
-    assert (result.passes <= 2 * (100 + d) + 128).all()  # 2 chains x (100 steps + d) + K at most
+    assert abs(float(z_scores.mean())) < 4 / math.sqrt(REAL_IMAGES), z_scores
     # and the check can fail: a prior mean off by 0.5 s moves log p(x) by several SEs
+    mean = model.prior.mean.clone()
     with torch.no_grad():
-        model.prior.mean.add_(0.5 * std)
-    wrong = likelihood.image_log_likelihood(model, x, settings, rng).estimate
+        model.prior.mean.add_(0.5 * model.prior.log_std.exp())
+    try:
+        wrong = likelihood.image_log_likelihood(model, x, settings, rng).estimate
+    finally:
+        with torch.no_grad():
+            model.prior.mean.copy_(mean)
     assert ((wrong.log_px.double() - truth).abs() > 3 * wrong.mc_se).float().mean() > 0.5
 
 
@@ -265,16 +293,6 @@ def test_evaluate_likelihood_end_to_end(synthetic_ckpt, tmp_path):
     report = (out / "results.md").read_text()
     assert f"Pareto k-hat > 0.7 (or too few samples for it): {above} of 40 images" in report
     assert metrics["passes_per_image"] == pytest.approx(sum(r["passes"] for r in rows) / 40)
-
-
-@pytest.mark.slow
-def test_an_unknown_proposal_curvature_is_refused_before_any_image(synthetic_ckpt, tmp_path):
-    out = tmp_path / "eval"
-    args = [f"ckpt_path={synthetic_ckpt}", "task=likelihood", f"hydra.run.dir={out}"]
-    result = run_entry_point("evaluate.py", [*args, "likelihood.curvature=newton"])
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "error: likelihood.curvature" in result.stderr and "secant" in result.stderr
-    assert not (out / "per_example.csv").exists()
 
 
 def test_a_prior_bounded_by_an_elbo_is_refused_by_the_likelihood_task():
