@@ -213,12 +213,13 @@ def summarize(
     ``log_px_mc_se``, the Monte-Carlo error sqrt(sum_i se_i^2) / N of ``log_px_mean`` (separate
     from ``log_px_se``, the spread over images), is None unless every image is trusted;
     ``log_px_mean_trusted`` / ``log_px_mc_se_trusted`` and ``log_px_mean_untrusted`` split the
-    images by k-hat (None for an empty part); ``ess_10pct_share``: share with ESS >= K / 10.
+    images by k-hat (None for an empty part); ``khat_max`` is None where K < 25 (no k-hat);
+    ``ess_10pct_share``: share with ESS >= K / 10.
     """
     mean, se = mean_and_se(log_px)
     bits = dimension * math.log(2)
     trusted = khat <= KHAT_THRESHOLD
-    n_trusted = int(trusted.sum())
+    n_trusted, n_fitted = int(trusted.sum()), int((~khat.isnan()).sum())
 
     def mc_error(rows: torch.Tensor) -> float:
         return float(mc_se[rows].double().pow(2).sum().sqrt() / int(rows.sum()))
@@ -231,7 +232,7 @@ def summarize(
         "log_px_mc_se": mc_error(trusted) if bool(trusted.all()) else None,
         "khat_threshold": KHAT_THRESHOLD,
         "khat_above_share": 1.0 - n_trusted / len(khat),
-        "khat_max": float(khat.max()),
+        "khat_max": float(khat.nan_to_num(-math.inf).max()) if n_fitted else None,
         "log_px_mean_trusted": float(log_px[trusted].mean()) if n_trusted else None,
         "log_px_mc_se_trusted": mc_error(trusted) if n_trusted else None,
         "log_px_mean_untrusted": (

@@ -299,3 +299,18 @@ def test_a_prior_bounded_by_an_elbo_is_refused_by_the_likelihood_task():
     model = SimpleNamespace(prior=TwoStageVAEPrior(2))
     with pytest.raises(ConfigError, match="task=likelihood.*lower bound"):
         likelihood.prior_log_normalizer(model, None, torch.Generator())
+
+
+def test_summary_splits_the_images_by_khat_and_withholds_an_untrusted_error_bar():
+    log_px = torch.tensor([-10.0, -12.0, -30.0, -14.0], dtype=torch.float64)
+    mc_se = torch.tensor([0.3, 0.4, math.nan, math.nan], dtype=torch.float64)
+    ess = torch.tensor([64.0, 20.0, 1.5, 12.0], dtype=torch.float64)
+    khat = torch.tensor([0.2, 0.6, 1.4, math.nan], dtype=torch.float64)  # NaN: K < 25
+    results = likelihood.summarize(log_px, mc_se, ess, khat, 128, 64)
+    assert results["khat_above_share"] == 0.5 and results["khat_max"] == 1.4
+    assert results["log_px_mean_trusted"] == -11.0 and results["log_px_mean_untrusted"] == -22.0
+    assert results["log_px_mc_se_trusted"] == pytest.approx(0.5 / 2)  # sqrt(0.3^2 + 0.4^2) / 2
+    assert results["log_px_mc_se"] is None and results["ess_10pct_share"] == 0.5
+    everything = likelihood.summarize(log_px[:2], mc_se[:2], ess[:2], khat[:2], 128, 64)
+    assert everything["log_px_mc_se"] == pytest.approx(0.25)
+    assert everything["log_px_mean_untrusted"] is None
