@@ -31,7 +31,7 @@ CURVATURE_FLOOR = 0.1
 KHAT_THRESHOLD = 0.7
 """Pareto k-hat above which an importance estimate and its standard error are not trusted."""
 KHAT_MIN_SAMPLES = 25
-"""Fewest importance samples whose largest fifth (>= 5 weights) k-hat is fitted to."""
+"""Fewest importance samples with a k-hat: it is fitted to the largest K / 5 >= 5 weights."""
 
 
 def energy_hessian(
