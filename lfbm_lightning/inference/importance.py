@@ -1,22 +1,22 @@
 """Importance-sampled marginal likelihood log p(x) of a latent-variable model, as pure functions.
 
 For any proposal q(z | x) positive wherever p(z | x) is, with z_k ~ q i.i.d.,
-
     log p_K(x) = log (1/K) sum_k w_k,   log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x),
-
-a stochastic lower bound of log p(x), tight as K grows; its standard error is
-sqrt(1 / ESS - 1 / K), ESS = (sum w)^2 / sum w^2. The proposal (:class:`StudentTMixture`): one
-multivariate Student-t per chain endpoint with the inflated Gauss-Newton covariance there, plus
-a defensive N(0, I) component (docs/likelihood.md).
+a stochastic lower bound of log p(x), tight as K grows; its standard error sqrt(1 / ESS - 1 / K),
+ESS = (sum w)^2 / sum w^2, is trusted where the Pareto k-hat of the weights is <= 0.7. The
+proposal (:class:`StudentTMixture`): a Student-t or Gaussian per posterior mode, scaled by the
+exact Hessian of -log p(x, z) there, plus a defensive N(0, I) component (docs/likelihood.md).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from arviz_stats.base import array_stats
 
 from lfbm_lightning.densities import (
     log_mean_exp,
@@ -26,40 +26,43 @@ from lfbm_lightning.densities import (
 LogJointFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps latents z (B, K, d), K samples for each of B images, to log p(x_b, z_bk) (B, K)."""
 
+CURVATURE_FLOOR = 0.1
+"""Least curvature of a Laplace component along any direction (std at most 1 / sqrt(0.1))."""
+KHAT_THRESHOLD = 0.7
+"""Pareto k-hat above which an importance estimate and its standard error are not trusted."""
+KHAT_MIN_SAMPLES = 25
+"""Fewest importance samples with a k-hat: it is fitted to the largest K / 5 >= 5 weights."""
 
-def gauss_newton_precision(
-    decoder: Callable[[torch.Tensor], torch.Tensor],
-    z: torch.Tensor,
-    sigma: float,
-    chunk: int = 256,
+
+def energy_hessian(
+    energy: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor
 ) -> torch.Tensor:
-    """Posterior precision of N(0, I) prior and Gaussian likelihood, linearised at each z.
+    """The exact Hessian d^2 E / dz^2 at each row of z (N, d), by autograd: (N, d, d).
 
-    Lambda(z) = J(z)^T J(z) / sigma^2 + I_d, with J(z) = d g(z) / d z the (D, d) Jacobian of
-    the decoder's flattened output: exact for a linear decoder and a N(0, I) prior (then the
-    posterior is N(mu, Lambda^-1)); for other priors the I_d stands in for their curvature.
-    The Jacobians come from forward-mode differentiation (d forward passes per point).
-
-    Args:
-        decoder: maps z (n, d) to outputs (n, ...), e.g. images (n, C, H, W).
-        z: points (N, d).
-        sigma: the likelihood's standard deviation.
-        chunk: points whose Jacobians (chunk, D, d) are held at once.
-
-    Returns:
-        Lambda, shape (N, d, d).
+    ``energy`` maps z (N, d) to (N,), row n depending on z_n alone (e.g. E(z) = -log p(x, z)
+    of N images, prior curvature included). Row i of every Hessian is the gradient of
+    (dE/dz)_i, one reverse pass through the gradient's graph: d such passes in all.
     """
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy(z).sum(), z, create_graph=True)
+        rows = [
+            torch.autograd.grad(grad[:, i].sum(), z, retain_graph=i < z.shape[1] - 1)[0]
+            for i in range(z.shape[1])
+        ]
+    return torch.stack(rows, dim=1).detach()
 
-    def flat(z_one: torch.Tensor) -> torch.Tensor:
-        return decoder(z_one.unsqueeze(0)).flatten()
 
-    jacobian_fn = torch.func.vmap(torch.func.jacfwd(flat))
-    eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
-    parts = []
-    for points in z.detach().split(chunk):
-        jacobian = jacobian_fn(points)  # (n, D, d)
-        parts.append(jacobian.transpose(1, 2) @ jacobian / sigma**2 + eye)
-    return torch.cat(parts)
+def laplace_precision(hessian: torch.Tensor, floor: float = CURVATURE_FLOOR) -> torch.Tensor:
+    """A positive definite precision from Hessians H (N, d, d) of E = -log p(x, z).
+
+    With H = U diag(lambda) U^T (symmetrised), Lambda = U diag(max(|lambda|, floor)) U^T: H
+    itself at a strict minimum; along a direction of negative or near-zero curvature (a
+    saddle, a flat posterior, a fit stopped early) the proposal is wide, std <= floor^-1/2.
+    """
+    eigenvalues, vectors = torch.linalg.eigh(0.5 * (hessian + hessian.transpose(-1, -2)))
+    curvature = eigenvalues.abs().clamp_min(floor)
+    return (vectors * curvature.unsqueeze(-2)) @ vectors.transpose(-1, -2)
 
 
 @dataclass
@@ -195,28 +198,62 @@ def importance_log_weights(
     return torch.cat(parts, dim=1)
 
 
+def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:
+    """Pareto k-hat of the importance weights of each image (Vehtari et al., PSIS), (B,).
+
+    The shape k of a generalized Pareto fitted (Zhang & Stephens) to the M = min(K / 5,
+    3 sqrt(K)) largest of the K weights w_k = exp(log w_k) (B, K) (ArviZ's ``psislw``, which
+    takes -log w). k < 0.5: the weights have a finite variance; 0.5 <= k <= 0.7: the estimate
+    still converges, slowly; k > :data:`KHAT_THRESHOLD`: it cannot be trusted, nor its standard
+    error. NaN where K < :data:`KHAT_MIN_SAMPLES` (too few weights for a tail); -inf where the
+    largest weights are all equal (no tail at all).
+    """
+    k = log_w.shape[1]
+    khat = torch.full(log_w.shape[:1], math.nan, dtype=torch.float64)
+    if k < KHAT_MIN_SAMPLES:
+        return khat
+    tail = math.floor(3 * math.sqrt(k)) if k > 225 else k // 5  # as ArviZ sizes it
+    largest = log_w.detach().double().cpu().topk(tail, dim=1).values
+    flat = largest[:, 0] == largest[:, -1]  # ArviZ refuses a tail of equal weights
+    khat[flat] = -math.inf
+    if not flat.all():
+        values = (-log_w[~flat.to(log_w.device)]).detach().double().cpu().numpy()
+        with warnings.catch_warnings():  # log1p of <= -1 in its profile grid for near-equal tails
+            warnings.simplefilter("ignore", RuntimeWarning)
+            khat[~flat] = torch.as_tensor(array_stats.psislw(values, axis=-1)[1]).double()
+    return khat
+
+
 @dataclass
 class ImportanceEstimate:
     """The importance-sampling estimate for B images.
 
     Attributes:
         log_px: log p_K(x) = logmeanexp_k log w_k, (B,).
-        mc_se: its Monte-Carlo standard error, sqrt(1 / ESS - 1 / K), (B,).
+        mc_se: its Monte-Carlo standard error, sqrt(1 / ESS - 1 / K), (B,); meaningful only
+            where :attr:`trusted`.
         ess: effective sample size (sum w)^2 / sum w^2, in [1, K], (B,).
+        khat: Pareto k-hat of the weights (:func:`pareto_khat`), (B,) float64.
     """
 
     log_px: torch.Tensor
     mc_se: torch.Tensor
     ess: torch.Tensor
+    khat: torch.Tensor
+
+    @property
+    def trusted(self) -> torch.Tensor:
+        """k-hat <= :data:`KHAT_THRESHOLD`, (B,) bool (False where k-hat is NaN)."""
+        return self.khat <= KHAT_THRESHOLD
 
 
 def importance_estimate(log_w: torch.Tensor) -> ImportanceEstimate:
-    """Combine log weights (B, K) into log p_K(x), its standard error and the ESS."""
+    """Combine log weights (B, K) into log p_K(x), its standard error, the ESS and k-hat."""
     k = log_w.shape[1]
     normalised = torch.softmax(log_w, dim=1)
     ess = 1.0 / normalised.pow(2).sum(1)
     mc_se = torch.sqrt((1.0 / ess - 1.0 / k).clamp(min=0.0))
-    return ImportanceEstimate(log_mean_exp(log_w, dim=1), mc_se, ess)
+    return ImportanceEstimate(log_mean_exp(log_w, dim=1), mc_se, ess, pareto_khat(log_w))
 
 
 @dataclass
@@ -281,8 +318,10 @@ __all__ = [
     "LogJointFn",
     "LogNormalizer",
     "StudentTMixture",
-    "gauss_newton_precision",
+    "energy_hessian",
     "importance_estimate",
     "importance_log_weights",
+    "laplace_precision",
+    "pareto_khat",
     "tilt_log_normalizer",
 ]

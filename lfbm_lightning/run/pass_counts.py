@@ -227,11 +227,13 @@ def task_passes(task: str, eval_cfg: DictConfig, cfg: DictConfig) -> tuple[int, 
     images = node.get("n_examples") or sizes.test
     if task == "inpainting":
         return images * int(node.n_restarts) * (steps + 1), 0
+    latent_dim = int(cfg.latent_dim)  # a proposal mode's Hessian: d rows, one pass each
     if task == "likelihood":
-        return images * (int(node.n_chains) * steps + int(node.n_samples)), 0
+        return images * (int(node.n_chains) * (steps + latent_dim) + int(node.n_samples)), 0
     passes = images * (steps + 1)
     if task == "anomaly" and "marginal" in (node.get("scores") or []):
         marginal = node.marginal
         chain = eval_steps(cfg) if marginal.n_steps is None else int(marginal.n_steps)
+        chain += latent_dim
         passes += images * (int(marginal.n_chains) * chain + int(marginal.n_samples))
     return passes, 0

@@ -21,12 +21,13 @@ from sklearn.metrics import precision_recall_curve
 
 from lfbm_lightning.data.data_module import ImageDataModule
 from lfbm_lightning.errors import ConfigError
+from lfbm_lightning.inference.importance import KHAT_THRESHOLD
 from lfbm_lightning.metrics.precision_recall import anomaly_report
 from lfbm_lightning.models.energy import reconstruction_energy
 from lfbm_lightning.reporting.markdown import table_lines
 from lfbm_lightning.runtime.distributed import rank_and_world_size
 from lfbm_lightning.seeds import item_seed
-from lfbm_lightning.tasks.likelihood import image_log_likelihood, proposal_chain
+from lfbm_lightning.tasks.likelihood import image_log_likelihood, proposal_passes
 from lfbm_lightning.tasks.task import ExampleTask
 
 SCORES = {  # score name -> (per_example.csv column, what it is: Markdown, matplotlib mathtext)
@@ -129,8 +130,11 @@ class Anomaly(ExampleTask):
     :func:`~lfbm_lightning.metrics.precision_recall.anomaly_report` of the joint score (``auprc``,
     ``average_precision``, ``chance_level``, ``n``, ``n_anomalies``, ``n_normal``); for every
     other selected score s, ``auprc_s`` and ``ap_s``; ``passes_s`` for every selected score;
-    with ``marginal``, ``marginal_mc_se_mean``, ``marginal_ess_min`` and the sampler settings
-    ``marginal_n_samples``, ``marginal_n_chains``, ``marginal_n_steps``.
+    with ``marginal``, ``marginal_mc_se_mean`` (over the images k-hat trusts),
+    ``marginal_khat_above_share``, ``marginal_ess_min`` and the sampler settings
+    ``marginal_n_samples``, ``marginal_n_chains``, ``marginal_n_steps``. The marginal's
+    columns: ``score_marginal``, ``score_marginal_se`` (NaN where k-hat > 0.7),
+    ``marginal_ess``, ``marginal_khat``, ``marginal_passes``.
     """
 
     files = ("per_example.csv", "pr_curve.png")
@@ -157,20 +161,18 @@ class Anomaly(ExampleTask):
             seed = item_seed(self.cfg.seed, rank_and_world_size()[0])
             self.rng = torch.Generator(device=self.model.device).manual_seed(seed)
 
-    def passes(self) -> dict[str, float]:
+    def passes(self, rows: list[dict[str, Any]]) -> dict[str, float]:
         """Generator evaluations per image of each selected score: the fit's passes (``n_steps``
         under ``fit=protocol``, the measured mean under ``fit=fast``) and its decode; the
-        marginal adds M chains of its own steps, d Jacobian-vector products per chain endpoint
-        and K importance samples. Collective in DDP (every rank calls it)."""
+        marginal adds the measured mean of its own (``marginal_passes``: M L-BFGS fits, d
+        Hessian rows per mode, K importance samples). Collective in DDP (every rank calls it).
+        """
         fit = self.fit_results().get("passes_per_fit", self.n_steps) + 1
         out = {name: fit for name in self.scores if name != "marginal"}
         if "elbo" in self.scores:
             out["elbo"] = float(self.elbo_samples)  # draws decoded; no fit
         if "marginal" in self.scores:
-            chains = int(self.marginal.n_chains)
-            steps = proposal_chain(self.model, self.marginal)[0]
-            extra = chains * (steps + self.model.latent_dim) + int(self.marginal.n_samples)
-            out["marginal"] = fit + extra
+            out["marginal"] = fit + float(column(rows, "marginal_passes").mean())
         return out
 
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
@@ -192,10 +194,13 @@ class Anomaly(ExampleTask):
             )
             columns["score_elbo"] = -elbo.double()
         if "marginal" in self.scores:
-            estimate = image_log_likelihood(self.model, x, self.marginal, self.rng, start=z)
+            result = image_log_likelihood(self.model, x, self.marginal, self.rng, start=z)
+            estimate = result.estimate
             columns["score_marginal"] = -estimate.log_px
-            columns["score_marginal_se"] = estimate.mc_se
+            columns["score_marginal_se"] = estimate.mc_se.where(estimate.trusted, torch.nan)
             columns["marginal_ess"] = estimate.ess
+            columns["marginal_khat"] = estimate.khat
+            columns["marginal_passes"] = result.passes
         columns = {key: value.tolist() for key, value in columns.items()}
         return [
             {
@@ -225,15 +230,17 @@ class Anomaly(ExampleTask):
             report = anomaly_report(curves[name], labels)
             results[f"auprc_{name}"] = report["auprc"]
             results[f"ap_{name}"] = report["average_precision"]
-        results |= {f"passes_{name}": value for name, value in self.passes().items()}
+        results |= {f"passes_{name}": value for name, value in self.passes(rows).items()}
         if "marginal" in self.scores:
             se, ess = column(rows, "score_marginal_se"), column(rows, "marginal_ess")
+            above = ~(column(rows, "marginal_khat") <= KHAT_THRESHOLD)
             results |= {
-                "marginal_mc_se_mean": float(se.mean()),
+                "marginal_mc_se_mean": float(se[~above].mean()) if not above.all() else None,
+                "marginal_khat_above_share": float(above.double().mean()),
                 "marginal_ess_min": float(ess.min()),
                 "marginal_n_samples": int(self.marginal.n_samples),
                 "marginal_n_chains": int(self.marginal.n_chains),
-                "marginal_n_steps": proposal_chain(self.model, self.marginal)[0],
+                "marginal_n_steps": proposal_passes(self.model, self.marginal),
             }
         return results
 

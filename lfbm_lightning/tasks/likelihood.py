@@ -1,17 +1,19 @@
 """Held-out log-likelihood log p(x) by importance sampling (every prior) or AIS.
 
 log p(x) = log E_{z ~ p(z)}[N(x; g(z), sigma^2 I_D)] is estimated per image with K importance
-samples (:mod:`lfbm_lightning.inference.importance`) from a proposal built at the endpoints of
-M posterior chains, or by AIS (:mod:`lfbm_lightning.tasks.ais_likelihood`; on images the model
-simulates, with the BDMC upper bound). For an EBM prior log Z is estimated by Monte Carlo and
-subtracted (None when its standard error exceeds ``max_log_z_se``). Units: nats per image and
-bits per dimension on the continuous [-1, 1] scale. Options: ``conf/task/likelihood.yaml``;
-the estimators, their costs and caveats: docs/likelihood.md.
+samples (:mod:`lfbm_lightning.inference.importance`) from a Laplace mixture at M posterior
+modes (E[log p_K(x)] <= log p(x); Pareto k-hat per image says whether the estimate and its
+Monte-Carlo error can be trusted), or by AIS (:mod:`lfbm_lightning.tasks.ais_likelihood`; on
+simulated images with the BDMC upper bound). An EBM prior's log Z is estimated by Monte Carlo
+and subtracted (None when its SE exceeds ``max_log_z_se``). Units: nats per image and bits per
+dimension on the continuous [-1, 1] scale. Options: ``conf/task/likelihood.yaml``; the
+estimators, their costs and caveats: docs/likelihood.md.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,14 +22,18 @@ from omegaconf import DictConfig, OmegaConf
 from lfbm_lightning.densities import gaussian_log_likelihood
 from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference.importance import (
+    KHAT_THRESHOLD,
     ImportanceEstimate,
+    LogJointFn,
     LogNormalizer,
     StudentTMixture,
-    gauss_newton_precision,
+    energy_hessian,
     importance_estimate,
     importance_log_weights,
+    laplace_precision,
     tilt_log_normalizer,
 )
+from lfbm_lightning.langevin import frozen_parameters
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.runtime.distributed import rank_and_world_size
 from lfbm_lightning.seeds import item_seed
@@ -67,16 +73,24 @@ def prior_log_normalizer(
     )
 
 
-def proposal_chain(model: LatentPriorModel, settings: DictConfig) -> tuple[int, float]:
-    """Steps and step size of the proposal's chains: ``likelihood.n_steps`` / ``step_size``,
-    null falling back to the checkpoint's full evaluation chain, ``inference.eval_steps`` and
-    ``eval_step_size`` (also for amortised models: chains from N(0, I) need the full length)."""
+def proposal_passes(model: LatentPriorModel, settings: DictConfig) -> int:
+    """Most generator passes of each proposal fit: ``n_steps``, null falling back to the
+    checkpoint's ``inference.eval_steps``."""
     n_steps = settings.n_steps
-    step_size = settings.step_size
-    return (
-        int(model.inference_cfg["eval_steps"] if n_steps is None else n_steps),
-        float(model.inference_cfg["eval_step_size"] if step_size is None else step_size),
-    )
+    return int(model.inference_cfg["eval_steps"] if n_steps is None else n_steps)
+
+
+@dataclass
+class Proposal:
+    """The proposal of B images and what building it cost.
+
+    Attributes:
+        mixture: q(z | x_b).
+        passes: generator passes per image (B,): its M fits plus M d Hessian rows.
+    """
+
+    mixture: StudentTMixture
+    passes: torch.Tensor
 
 
 def posterior_proposal(
@@ -85,14 +99,16 @@ def posterior_proposal(
     settings: DictConfig,
     rng: torch.Generator,
     start: torch.Tensor | None = None,
-) -> StudentTMixture:
-    """The mixture proposal q(z | x) of images x (B, C, H, W) (module docstring, steps 1-3).
+) -> Proposal:
+    """The Laplace mixture proposal q(z | x) of images x (B, C, H, W) (docs/likelihood.md).
 
-    ``start`` (B, d), when given, is where each image's first chain starts (e.g. a z already
-    fitted to x); otherwise the encoder's mean for a model with one, else N(0, I).
+    M = ``n_chains`` L-BFGS fits of E(z) = -log p(x, z) + const per image (the ``fast`` fit,
+    at most :func:`proposal_passes` passes each); at every mode z_m the exact Hessian of E,
+    prior included (:func:`energy_hessian`, :func:`laplace_precision`). ``start`` (B, d),
+    when given, is where each image's first fit starts (e.g. a z already fitted to x);
+    otherwise the encoder's mean for a model with one, else N(0, I); the others start N(0, I).
     """
     b, m, d = x.shape[0], int(settings.n_chains), model.latent_dim
-    n_steps, step_size = proposal_chain(model, settings)
     z0 = torch.randn(b, m, d, generator=rng, device=x.device)
     if start is not None:
         z0[:, 0] = start.detach()
@@ -100,25 +116,46 @@ def posterior_proposal(
         with torch.no_grad():
             z0[:, 0] = model.encode(x)[0]
     x_rep = x.repeat_interleave(m, dim=0)
-    chains = model.infer(
-        x_rep,
-        n_steps=n_steps,
-        step_size=step_size,
-        noise=bool(settings.noise),
-        z0=z0.flatten(0, 1),
+    fit = model.posterior.fit(
+        model, x_rep, None, z0.flatten(0, 1), proposal_passes(model, settings), 0.0, "fast"
     )
-    if not torch.isfinite(chains.z).all():
-        raise FloatingPointError(
-            "posterior chains diverged: lower likelihood.step_size (or inference.eval_step_size)"
-        )
-    precision = gauss_newton_precision(model.generator, chains.z, model.sigma)
-    return StudentTMixture.from_precision(
-        chains.z.view(b, m, d),
-        precision.view(b, m, d, d),
+    if not torch.isfinite(fit.z).all():
+        raise FloatingPointError("proposal fits diverged: a non-finite z")
+    with frozen_parameters((model.generator, model.prior)):
+        hessian = energy_hessian(model.posterior_energy(x_rep), fit.z)
+    means = fit.z.view(b, m, d)
+    precision = laplace_precision(hessian).view(b, m, d, d)
+    mixture = StudentTMixture.from_precision(
+        means,
+        precision,
         inflation=float(settings.inflation),
         df=None if settings.df is None else int(settings.df),
         defensive_weight=float(settings.defensive_weight),
     )
+    return Proposal(mixture, fit.passes.view(b, m).sum(1) + m * d)
+
+
+def log_joint_fn(model: LatentPriorModel, x: torch.Tensor, log_z: float = 0.0) -> LogJointFn:
+    """z (B, K, d) -> log N(x_b; g(z_bk), sigma^2 I) + log p(z_bk) - log_z (B, K), every
+    normaliser included, for images x (B, C, H, W)."""
+    x_flat = x.flatten(1).unsqueeze(1)  # (B, 1, D)
+
+    def log_joint(z: torch.Tensor) -> torch.Tensor:
+        b, k, d = z.shape
+        decoded = model.generator(z.reshape(b * k, d)).reshape(b, k, -1)
+        log_prior = model.prior.log_prob(z.reshape(b * k, d)).view(b, k)
+        return gaussian_log_likelihood(x_flat, decoded, model.sigma) + log_prior - log_z
+
+    return log_joint
+
+
+@dataclass
+class LikelihoodEstimate:
+    """Importance-sampled log p(x) of B images and the generator passes per image (B,): the
+    proposal's plus K."""
+
+    estimate: ImportanceEstimate
+    passes: torch.Tensor
 
 
 def image_log_likelihood(
@@ -128,27 +165,20 @@ def image_log_likelihood(
     rng: torch.Generator,
     log_z: float = 0.0,
     start: torch.Tensor | None = None,
-) -> ImportanceEstimate:
+) -> LikelihoodEstimate:
     """Importance-sampled log p(x) of images x (B, C, H, W), in nats (also the marginal score
     of ``task=anomaly``).
 
     log w = log N(x; g(z), sigma^2 I) + log p(z) - log_z - log q(z | x), K = ``n_samples``;
-    ``start`` (B, d): where the first proposal chain of each image starts (see
+    ``start`` (B, d): where the first proposal fit of each image starts (see
     :func:`posterior_proposal`).
     """
     proposal = posterior_proposal(model, x, settings, rng, start)
-    x_flat = x.flatten(1).unsqueeze(1)  # (B, 1, D)
-
-    def log_joint(z: torch.Tensor) -> torch.Tensor:
-        b, k, d = z.shape
-        decoded = model.generator(z.reshape(b * k, d)).reshape(b, k, -1)
-        log_prior = model.prior.log_prob(z.reshape(b * k, d)).view(b, k)
-        return gaussian_log_likelihood(x_flat, decoded, model.sigma) + log_prior - log_z
-
+    k = int(settings.n_samples)
     log_w = importance_log_weights(
-        log_joint, proposal, int(settings.n_samples), rng, int(settings.chunk)
+        log_joint_fn(model, x, log_z), proposal.mixture, k, rng, int(settings.chunk)
     )
-    return importance_estimate(log_w)
+    return LikelihoodEstimate(importance_estimate(log_w), proposal.passes.cpu() + k)
 
 
 def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
@@ -164,33 +194,66 @@ SUMMARY_KEYS = (  # what :func:`summarize` returns
     "bpd_mean",
     "bpd_se",
     "log_px_mc_se",
+    "khat_threshold",
+    "khat_above_share",
+    "khat_max",
+    "log_px_mean_trusted",
+    "log_px_mc_se_trusted",
+    "log_px_mean_untrusted",
     "ess_mean",
     "ess_min",
+    "ess_10pct_share",
 )
 
 
 def summarize(
-    log_px: torch.Tensor, mc_se: torch.Tensor, ess: torch.Tensor, dimension: int
-) -> dict[str, float]:
-    """Means over N images of log p(x) (nats) and bpd, with their standard errors.
+    log_px: torch.Tensor,
+    mc_se: torch.Tensor,
+    ess: torch.Tensor,
+    khat: torch.Tensor | None,
+    n_samples: int,
+    dimension: int,
+) -> dict[str, float | None]:
+    """Means over N images of log p(x) (nats) and bpd with their standard errors, and how far
+    the importance estimates can be trusted (k-hat <= :data:`KHAT_THRESHOLD`; NaN k-hat: not).
 
-    ``log_px_mc_se`` is the Monte-Carlo (importance-sampling) error of ``log_px_mean``,
-    sqrt(sum_i se_i^2) / N, separate from ``log_px_se``, the spread over images.
+    ``log_px_mc_se``, the Monte-Carlo error sqrt(sum_i se_i^2) / N of ``log_px_mean`` (separate
+    from ``log_px_se``, the spread over images), is None unless every image is trusted;
+    ``log_px_mean_trusted`` / ``log_px_mc_se_trusted`` and ``log_px_mean_untrusted`` split the
+    images by k-hat (None for an empty part); ``khat_max`` is None where K < 25 (no k-hat);
+    ``ess_10pct_share``: share with ESS >= K / 10. ``khat`` None (AIS, whose few chains are not
+    importance weights to judge): every image counts as trusted and the k-hat keys are None.
     """
     mean, se = mean_and_se(log_px)
     bits = dimension * math.log(2)
+    judged = khat is not None
+    trusted = khat <= KHAT_THRESHOLD if judged else torch.ones(len(log_px), dtype=torch.bool)
+    n_trusted, n_fitted = int(trusted.sum()), int((~khat.isnan()).sum()) if judged else 0
+
+    def mc_error(rows: torch.Tensor) -> float:
+        return float(mc_se[rows].double().pow(2).sum().sqrt() / int(rows.sum()))
+
     return {
         "log_px_mean": mean,
         "log_px_se": se,
         "bpd_mean": -mean / bits,
         "bpd_se": se / bits,
-        "log_px_mc_se": float(mc_se.double().pow(2).sum().sqrt() / len(mc_se)),
+        "log_px_mc_se": mc_error(trusted) if bool(trusted.all()) else None,
+        "khat_threshold": KHAT_THRESHOLD if judged else None,
+        "khat_above_share": 1.0 - n_trusted / len(khat) if judged else None,
+        "khat_max": float(khat.nan_to_num(-math.inf).max()) if n_fitted else None,
+        "log_px_mean_trusted": float(log_px[trusted].mean()) if n_trusted else None,
+        "log_px_mc_se_trusted": mc_error(trusted) if n_trusted else None,
+        "log_px_mean_untrusted": (
+            float(log_px[~trusted].mean()) if n_trusted < len(log_px) else None
+        ),
         "ess_mean": float(ess.double().mean()),
         "ess_min": float(ess.min()),
+        "ess_10pct_share": float((ess >= 0.1 * n_samples).double().mean()),
     }
 
 
-IMPORTANCE_SETTINGS = ("n_samples", "n_chains", "n_steps", "step_size", "noise")
+IMPORTANCE_SETTINGS = ("n_samples", "n_chains", "n_steps")
 """Results that describe the importance sampler (None with ``estimator=ais``)."""
 
 
@@ -230,10 +293,13 @@ class Likelihood(ExampleTask):
     the true log p*(x) of the same images is reported too, with the gap true - model and its
     paired standard error.
 
+    Columns: ``index``, ``label``, ``log_px``, ``bpd``, ``mc_se`` (NaN where k-hat says the
+    estimate cannot be trusted), ``ess``, ``khat``, ``passes`` (generator passes of the image).
+
     Results: ``split``, ``n_images``, ``dimension``, ``sigma``, ``n_samples``, ``n_chains``,
-    ``n_steps``, ``step_size``, ``noise``, ``prior_normalizer`` (and ``log_z``, ``log_z_se``,
-    ``log_z_ess`` for an EBM), the :func:`summarize` keys (None and ``log_px_unavailable``
-    when an EBM's log Z is too uncertain), ``bpd_note`` and, with a known true model,
+    ``n_steps``, ``prior_normalizer`` (and ``log_z``, ``log_z_se``, ``log_z_ess`` for an EBM),
+    the :func:`summarize` keys (None and ``log_px_unavailable`` when an EBM's log Z is too
+    uncertain), ``passes_per_image``, ``bpd_note`` and, with a known true model,
     ``true_log_px_mean``, ``true_log_px_se``, ``true_bpd_mean``, ``gap_mean``, ``gap_se``.
 
     ``estimator=ais``: ``log_px`` is the AIS lower bound; also ``ais_*`` (its settings),
@@ -271,7 +337,6 @@ class Likelihood(ExampleTask):
 
     def settings_results(self) -> dict[str, Any]:
         """What was estimated and how (before any image is scored)."""
-        n_steps, step_size = proposal_chain(self.model, self.settings)
         return {
             "split": self.split,
             "n_images": len(self.examples()),
@@ -279,9 +344,7 @@ class Likelihood(ExampleTask):
             "sigma": self.model.sigma,
             "n_samples": int(self.settings.n_samples),
             "n_chains": int(self.settings.n_chains),
-            "n_steps": n_steps,
-            "step_size": step_size,
-            "noise": bool(self.settings.noise),
+            "n_steps": proposal_passes(self.model, self.settings),
             **normalizer_results(self.normalizer, float(self.settings.max_log_z_se)),
             "bpd_note": BPD_NOTE,
             "estimator": str(self.settings.estimator),
@@ -290,7 +353,7 @@ class Likelihood(ExampleTask):
 
     def ais_settings(self) -> dict[str, Any]:
         """The AIS options and the gradient passes they cost per image (in place of the
-        importance sampler's ``n_samples`` ... ``noise``, which AIS does not use)."""
+        importance sampler's ``n_samples``, ``n_chains``, ``n_steps``, which AIS does not use)."""
         ais = OmegaConf.to_container(self.settings.ais)
         return (
             dict.fromkeys(IMPORTANCE_SETTINGS)
@@ -311,7 +374,8 @@ class Likelihood(ExampleTask):
         if self.ais:
             return self.score_ais(batch)
         x = batch["image"]
-        estimate = image_log_likelihood(self.model, x, self.settings, self.rng, self.log_z)
+        result = image_log_likelihood(self.model, x, self.settings, self.rng, self.log_z)
+        estimate, trusted = result.estimate, result.estimate.trusted
         true = self.true_model(x.cpu()).tolist() if self.true_model is not None else None
         rows = []
         for i, index in enumerate(batch["index"].tolist()):
@@ -320,8 +384,10 @@ class Likelihood(ExampleTask):
                 "label": int(batch["label"][i]),
                 "log_px": float(estimate.log_px[i]),
                 "bpd": -float(estimate.log_px[i]) / (self.dimension * math.log(2)),
-                "mc_se": float(estimate.mc_se[i]),
+                "mc_se": float(estimate.mc_se[i]) if trusted[i] else math.nan,
                 "ess": float(estimate.ess[i]),
+                "khat": float(estimate.khat[i]),
+                "passes": int(result.passes[i]),
             }
             if true is not None:
                 row["true_log_px"] = true[i]
@@ -363,7 +429,12 @@ class Likelihood(ExampleTask):
 
         dimension = self.dimension
         results = self.settings_results()
-        results |= summarize(column("log_px"), column("mc_se"), column("ess"), dimension)
+        khat = None if self.ais else column("khat")  # AIS has no importance weights to judge
+        n_samples = int(self.settings.ais.n_chains if self.ais else self.settings.n_samples)
+        results |= summarize(
+            column("log_px"), column("mc_se"), column("ess"), khat, n_samples, dimension
+        )
+        results["passes_per_image"] = float(column("passes").mean())
         if self.ais:
             results["accept_rate_mean"] = float(column("accept_rate").mean())
         if "log_px_upper" in rows[0]:
@@ -379,3 +450,30 @@ class Likelihood(ExampleTask):
                 "gap_se": gap_se,
             }
         return results
+
+    def markdown(self, results: dict[str, Any]) -> str:
+        """How many estimates k-hat trusts, and the mean log p(x) of each part."""
+        if results.get("khat_above_share") is None:
+            return ""
+        n = int(results["n_images"])
+        above = round(float(results["khat_above_share"]) * n)
+
+        def nats(key: str) -> str:
+            value = results[key]
+            return "-" if value is None else f"{value:.6g}"
+
+        lines = [
+            "## Importance-sampling diagnostics",
+            "",
+            f"Pareto k-hat > {KHAT_THRESHOLD} (or too few samples for it): {above} of {n} "
+            f"images ({100 * above / n:.1f}%); their estimates and standard errors cannot be "
+            "trusted (docs/likelihood.md).",
+            "",
+            "| images | n | mean log p(x) (nats) | Monte-Carlo SE |",
+            "| --- | --- | --- | --- |",
+            f"| k-hat <= {KHAT_THRESHOLD} | {n - above} | {nats('log_px_mean_trusted')} | "
+            f"{nats('log_px_mc_se_trusted')} |",
+            f"| k-hat > {KHAT_THRESHOLD} | {above} | {nats('log_px_mean_untrusted')} | "
+            "not trustworthy |",
+        ]
+        return "\n".join(lines) + "\n"

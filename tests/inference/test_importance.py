@@ -15,9 +15,11 @@ import torch
 from lfbm_lightning.densities import gaussian_log_likelihood, log_mean_exp
 from lfbm_lightning.inference.importance import (
     StudentTMixture,
-    gauss_newton_precision,
+    energy_hessian,
     importance_estimate,
     importance_log_weights,
+    laplace_precision,
+    pareto_khat,
     tilt_log_normalizer,
 )
 
@@ -67,11 +69,55 @@ def test_gaussian_log_likelihood_has_its_normaliser():
     torch.testing.assert_close(gaussian_log_likelihood(x, mean, SIGMA), expected)
 
 
-def test_gauss_newton_precision_of_a_linear_decoder_is_the_posterior_precision():
+def test_energy_hessian_is_the_posterior_precision_with_the_prior_curvature():
+    # E(z) = |x - W z - b|^2 / (2 sigma^2) + (z - m)^T P (z - m) / 2: H = W^T W / sigma^2 + P
     model = LinearGaussian()
+    factor = torch.randn(LATENT, LATENT, generator=model.rng, dtype=torch.float64)
+    prior_precision = factor @ factor.T + torch.eye(LATENT, dtype=torch.float64)
+    x = model.sample(4)
+
+    def energy(z: torch.Tensor) -> torch.Tensor:
+        residual = x - model.decode(z)
+        return residual.pow(2).sum(1) / (2 * SIGMA**2) + 0.5 * ((z @ prior_precision) * z).sum(1)
+
     z = torch.randn(4, LATENT, dtype=torch.float64)
-    precision = gauss_newton_precision(model.decode, z, SIGMA)
-    torch.testing.assert_close(precision, model.precision().expand(4, -1, -1))
+    expected = model.weight.T @ model.weight / SIGMA**2 + prior_precision
+    torch.testing.assert_close(energy_hessian(energy, z), expected.expand(4, -1, -1))
+    # and a curvature that changes with z: E = sum z_i^4 / 4 + z_1 z_2, H = diag(3 z^2) + offdiag
+    hessian = energy_hessian(lambda z: z.pow(4).sum(1) / 4 + z[:, 0] * z[:, 1], z)
+    coupling = torch.zeros(LATENT, LATENT, dtype=torch.float64)
+    coupling[0, 1] = coupling[1, 0] = 1.0
+    torch.testing.assert_close(hessian, torch.diag_embed(3 * z.pow(2)) + coupling)
+
+
+def test_laplace_precision_keeps_a_minimum_and_widens_along_flat_or_negative_curvature():
+    rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
+    minimum = (
+        rotation @ torch.diag(torch.tensor([4.0, 1.0, 0.5], dtype=torch.float64)) @ rotation.T
+    )
+    saddle = (
+        rotation @ torch.diag(torch.tensor([4.0, -2.0, 1e-6], dtype=torch.float64)) @ rotation.T
+    )
+    precision = laplace_precision(torch.stack([minimum, saddle]), floor=0.1)
+    torch.testing.assert_close(precision[0], minimum)
+    eigenvalues = torch.linalg.eigvalsh(precision[1])
+    torch.testing.assert_close(eigenvalues, torch.tensor([0.1, 2.0, 4.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shape", [0.3, 0.9])
+def test_pareto_khat_recovers_the_tail_shape_of_pareto_weights(shape):
+    # w = U^-k, U ~ Uniform(0, 1): a Pareto tail of shape k; 4000 weights, the 189 largest
+    # fitted, so each k-hat has a standard error of about (1 + k) / sqrt(189) < 0.14
+    uniform = torch.rand(8, 4000, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    khat = pareto_khat(-shape * uniform.log())
+    assert (khat - shape).abs().max() < 0.4 and abs(khat.mean() - shape) < 0.1, khat
+
+
+def test_pareto_khat_is_undefined_below_25_weights_and_trusts_equal_weights():
+    assert pareto_khat(torch.randn(2, 24)).isnan().all()
+    equal = importance_estimate(torch.zeros(3, 64, dtype=torch.float64))
+    assert equal.trusted.all() and (equal.ess == 64).all() and (equal.mc_se == 0).all()
+    assert not importance_estimate(torch.randn(2, 24)).trusted.any()  # no k-hat: not trusted
 
 
 def test_exact_posterior_proposal_gives_the_exact_log_px_with_zero_spread():

@@ -45,9 +45,9 @@ def test_marginal_score_matches_the_true_log_px_within_its_standard_error(tmp_pa
     settings = eval_cfg.anomaly.marginal  # the defaults task=anomaly uses
     settings.n_samples = 512
     rng = torch.Generator().manual_seed(0)
-    # as the task does: the first proposal chain starts at the z fitted for the joint score
+    # as the task does: the first proposal fit starts at the z fitted for the joint score
     fitted = model.reconstruct(x)[1]
-    estimate = image_log_likelihood(model, x, settings, rng, start=fitted)
+    estimate = image_log_likelihood(model, x, settings, rng, start=fitted).estimate
     truth = datamodule.true_log_prob(x)
     error = estimate.log_px.double() - truth
     # the true log p(x) is itself a Monte-Carlo estimate over 100000 latent draws (~0.01 nats)
@@ -57,7 +57,7 @@ def test_marginal_score_matches_the_true_log_px_within_its_standard_error(tmp_pa
     # the check can fail: a prior 5/3 too wide is off by up to ~1 nat on these images
     with torch.no_grad():
         model.prior.log_stds.fill_(math.log(0.5))
-    wrong = image_log_likelihood(model, x, settings, rng, start=fitted).log_px.double() - truth
+    wrong = image_log_likelihood(model, x, settings, rng, start=fitted).estimate.log_px - truth
     assert (wrong.abs() > allowed).sum() >= 6, wrong
 
 

@@ -29,8 +29,6 @@ SETTINGS = OmegaConf.create(
         "n_samples": 1000,
         "n_chains": 3,
         "n_steps": 300,
-        "step_size": 0.05,
-        "noise": False,
         "inflation": 1.5,
         "df": 5,
         "defensive_weight": 0.1,
@@ -85,8 +83,88 @@ def test_linear_gaussian_model_matches_the_analytic_log_px():
     x = draw(model, 16, torch.zeros(LATENT))
     rng = torch.Generator().manual_seed(2)
     assert likelihood.prior_log_normalizer(model, SETTINGS, rng) is None
-    estimate = likelihood.image_log_likelihood(model, x, SETTINGS, rng)
+    estimate = likelihood.image_log_likelihood(model, x, SETTINGS, rng).estimate
     check_estimate(estimate, analytic_log_px(model, x, torch.zeros(LATENT)))
+
+
+REAL_D, REAL_PIXELS, REAL_SIGMA, REAL_IMAGES = 20, 784, 0.3, 200
+
+
+@pytest.fixture(scope="module")
+def real_scale(tmp_path_factory: pytest.TempPathFactory):
+    """The real-digit setting's sizes: D = 784, d = 20, sigma = 0.3, 200 images of
+    x = W z + b + sigma eps with a non-isotropic prior z ~ N(m, diag(s^2)), so that
+    log p(x) = log N(x; W m + b, W S W^T + sigma^2 I); task=anomaly's marginal settings (K =
+    128, M = 2 fits of at most 100 passes). Returns (model, x, true log p(x), settings)."""
+    d, pixels = REAL_D, REAL_PIXELS
+    config = {
+        "seed": 0,
+        "prior": {"_target_": "lfbm_lightning.priors.LearnableGaussianPrior", "latent_dim": d},
+        "generator": {"_target_": "torch.nn.Linear", "in_features": d, "out_features": pixels},
+        "model": {"sigma": REAL_SIGMA},
+        "inference": {"n_steps": 20, "step_size": 0.1, "eval_steps": 100, "eval_step_size": 0.1},
+    }
+    model = LatentPriorModel(config).eval()
+    rng = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.generator.weight.copy_(torch.randn(pixels, d, generator=rng) / 4)
+        model.generator.bias.copy_(0.3 * torch.randn(pixels, generator=rng))
+        model.prior.mean.copy_(torch.randn(d, generator=rng))
+        model.prior.log_std.copy_(torch.linspace(-1.0, 0.7, d))  # stds 0.37 .. 2.0
+        std = model.prior.log_std.exp()
+        z = model.prior.mean + std * torch.randn(REAL_IMAGES, d, generator=rng)
+        x = model.generator(z) + REAL_SIGMA * torch.randn(REAL_IMAGES, pixels, generator=rng)
+        weight = model.generator.weight.double()
+        truth = torch.distributions.LowRankMultivariateNormal(
+            weight @ model.prior.mean.double() + model.generator.bias.double(),
+            weight * std.double(),
+            torch.full((pixels,), REAL_SIGMA**2, dtype=torch.float64),
+        ).log_prob(x.double())
+    tmp_path = tmp_path_factory.mktemp("real_scale")
+    eval_cfg = compose_config(["ckpt_path=x.ckpt", "task=anomaly"], tmp_path, "evaluate")
+    return model, x, truth, eval_cfg.anomaly.marginal
+
+
+def test_at_real_scale_the_default_proposal_finds_the_exact_posterior(real_scale):
+    # Gaussian components with the exact Hessian at the exact mode are the posterior itself:
+    # q = 0.9 p(z | x) + 0.1 N(0, I), so ESS ~ 0.9 K and the errors are the defensive draws'
+    model, x, truth, settings = real_scale
+    result = likelihood.image_log_likelihood(model, x, settings, torch.Generator().manual_seed(1))
+    estimate = result.estimate
+    assert estimate.trusted.all() and (estimate.ess >= 0.8 * 128).all(), estimate.ess.min()
+    error = estimate.log_px.double() - truth
+    assert error.abs().max() < 0.2 and abs(float(error.mean())) < 0.02, error
+    d = REAL_D
+    assert (result.passes <= 2 * (100 + d) + 128).all()  # 2 chains x (100 steps + d) + K at most
+
+
+def test_at_real_scale_heavy_tailed_estimates_are_within_their_standard_errors(real_scale):
+    # Student-t components (df = 5): weights vary continuously, so the standard error is
+    # tested: z = error / SE ~ N(0, 1) over the images. Every |z| < 4 (an exact estimator puts
+    # 0.5 of 200 images beyond 3 SE, 0.01 beyond 4), 2-SE intervals covering 0.95 +- 0.015, the
+    # mean z within 4 / sqrt(200) of 0 (no bias beyond the errors)
+    model, x, truth, settings = real_scale
+    settings = settings.copy()
+    settings.df = 5
+    rng = torch.Generator().manual_seed(2)
+    estimate = likelihood.image_log_likelihood(model, x, settings, rng).estimate
+    assert estimate.trusted.all() and (estimate.ess >= 12.8).all(), (estimate.khat, estimate.ess)
+    assert (estimate.mc_se > 1e-2).all()  # the weights vary: the checks below are not vacuous
+    z_scores = (estimate.log_px.double() - truth) / estimate.mc_se
+    assert (z_scores.abs() < 4).all(), z_scores
+    coverage = float((z_scores.abs() < 2).double().mean())
+    assert 0.9 <= coverage <= 0.99, coverage
+    assert abs(float(z_scores.mean())) < 4 / math.sqrt(REAL_IMAGES), z_scores
+    # and the check can fail: a prior mean off by 0.5 s moves log p(x) by several SEs
+    mean = model.prior.mean.clone()
+    with torch.no_grad():
+        model.prior.mean.add_(0.5 * model.prior.log_std.exp())
+    try:
+        wrong = likelihood.image_log_likelihood(model, x, settings, rng).estimate
+    finally:
+        with torch.no_grad():
+            model.prior.mean.copy_(mean)
+    assert ((wrong.log_px.double() - truth).abs() > 3 * wrong.mc_se).float().mean() > 0.5
 
 
 def test_ebm_prior_is_normalised_with_its_estimated_log_z():
@@ -113,9 +191,9 @@ def test_ebm_prior_is_normalised_with_its_estimated_log_z():
     normalizer = likelihood.prior_log_normalizer(model, SETTINGS, rng)
     assert abs(normalizer.log_z - float(tilt.pow(2).sum()) / 2) < 4 * normalizer.se
     x = draw(model, 12, -tilt)
-    estimate = likelihood.image_log_likelihood(model, x, SETTINGS, rng, normalizer.log_z)
+    estimate = likelihood.image_log_likelihood(model, x, SETTINGS, rng, normalizer.log_z).estimate
     check_estimate(estimate, analytic_log_px(model, x, -tilt), normalizer.se)
-    without = likelihood.image_log_likelihood(model, x, SETTINGS, rng)  # log Z left out
+    without = likelihood.image_log_likelihood(model, x, SETTINGS, rng).estimate  # no log Z
     assert (without.log_px - estimate.log_px).mean() > 0.3  # |a|^2 / 2 = 0.49 nats
 
 
@@ -217,7 +295,22 @@ def test_evaluate_likelihood_end_to_end(synthetic_ckpt, tmp_path):
         metrics["gap_mean"]
     )
     assert 1 <= metrics["ess_min"] <= metrics["ess_mean"] <= 128
-    assert "likelihood" in (out / "results.md").read_text()
+    # the diagnostics per image, and the summary split by k-hat
+    khat = torch.tensor([r["khat"] for r in rows], dtype=torch.float64)
+    trusted = khat <= 0.7
+    assert khat.isfinite().all() and all(
+        math.isnan(r["mc_se"]) for r, t in zip(rows, trusted, strict=True) if not t
+    )
+    above = int((~trusted).sum())
+    assert metrics["khat_above_share"] == pytest.approx(above / 40)
+    assert metrics["ess_mean"] == pytest.approx(sum(r["ess"] for r in rows) / 40)
+    if above:
+        untrusted = sum(r["log_px"] for r, t in zip(rows, trusted, strict=True) if not t) / above
+        assert metrics["log_px_mean_untrusted"] == pytest.approx(untrusted)
+        assert metrics["log_px_mc_se"] is None  # not every error bar can be trusted
+    report = (out / "results.md").read_text()
+    assert f"Pareto k-hat > 0.7 (or too few samples for it): {above} of 40 images" in report
+    assert metrics["passes_per_image"] == pytest.approx(sum(r["passes"] for r in rows) / 40)
 
 
 @pytest.mark.slow
@@ -262,3 +355,18 @@ def test_a_prior_bounded_by_an_elbo_is_refused_by_the_likelihood_task():
     model = SimpleNamespace(prior=TwoStageVAEPrior(2))
     with pytest.raises(ConfigError, match="task=likelihood.*lower bound"):
         likelihood.prior_log_normalizer(model, None, torch.Generator())
+
+
+def test_summary_splits_the_images_by_khat_and_withholds_an_untrusted_error_bar():
+    log_px = torch.tensor([-10.0, -12.0, -30.0, -14.0], dtype=torch.float64)
+    mc_se = torch.tensor([0.3, 0.4, math.nan, math.nan], dtype=torch.float64)
+    ess = torch.tensor([64.0, 20.0, 1.5, 12.0], dtype=torch.float64)
+    khat = torch.tensor([0.2, 0.6, 1.4, math.nan], dtype=torch.float64)  # NaN: K < 25
+    results = likelihood.summarize(log_px, mc_se, ess, khat, 128, 64)
+    assert results["khat_above_share"] == 0.5 and results["khat_max"] == 1.4
+    assert results["log_px_mean_trusted"] == -11.0 and results["log_px_mean_untrusted"] == -22.0
+    assert results["log_px_mc_se_trusted"] == pytest.approx(0.5 / 2)  # sqrt(0.3^2 + 0.4^2) / 2
+    assert results["log_px_mc_se"] is None and results["ess_10pct_share"] == 0.5
+    everything = likelihood.summarize(log_px[:2], mc_se[:2], ess[:2], khat[:2], 128, 64)
+    assert everything["log_px_mc_se"] == pytest.approx(0.25)
+    assert everything["log_px_mean_untrusted"] is None
