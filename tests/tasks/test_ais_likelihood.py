@@ -104,8 +104,6 @@ IS_SETTINGS = OmegaConf.create(
         "n_samples": 1000,
         "n_chains": 3,
         "n_steps": 300,
-        "step_size": 0.05,
-        "noise": False,
         "inflation": 1.5,
         "df": 5,
         "defensive_weight": 0.1,
@@ -124,7 +122,7 @@ def test_flow_prior_importance_sampling_lies_within_the_ais_bounds():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=rng))
     images = SimulatedImages(model, 4, seed=0)
     bounds = model_ais(model, images.images, ais_settings(250, n_chains=8), rng, images.z)
-    estimate = likelihood.image_log_likelihood(model, images.images, IS_SETTINGS, rng)
+    estimate = likelihood.image_log_likelihood(model, images.images, IS_SETTINGS, rng).estimate
     importance = estimate.log_px.double()
     assert (estimate.mc_se < 0.2).all()
     assert (importance > bounds.lower - 4 * bounds.lower_se).all(), importance - bounds.lower
