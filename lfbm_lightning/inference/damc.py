@@ -54,6 +54,8 @@ class DamcInference(PosteriorInference):
         **chain: the shared chain settings of :class:`PosteriorInference`.
     """
 
+    has_sampler = True
+
     def __init__(
         self,
         sampler: LatentDiffusion,
@@ -114,7 +116,7 @@ class DamcInference(PosteriorInference):
         shape = (self.sampler.n_intervals, batch, self.sampler.latent_dim)
         return torch.randn(shape, generator=rng, device=device)
 
-    def q_start(
+    def sampler_start(
         self,
         model: LatentModel,
         x: torch.Tensor,
@@ -150,11 +152,11 @@ class DamcInference(PosteriorInference):
         index: torch.Tensor | None,
         seed: int,
     ) -> torch.Tensor:
-        """Seeded N(0, I) rows (``eval_start: normal``) or :meth:`q_start` (``q``)."""
+        """Seeded N(0, I) rows (``eval_start: normal``) or :meth:`sampler_start` (``q``)."""
         if index is None:
             index = torch.arange(x.shape[0])
         if self.eval_start == "q":
-            return self.q_start(model, x, mask, index, seed)
+            return self.sampler_start(model, x, mask, index, seed)
         return super().start(model, x, mask, index, seed)
 
     def prior_chain_start(

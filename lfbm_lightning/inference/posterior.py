@@ -238,6 +238,18 @@ class PosteriorInference(nn.Module, ABC):
         method synchronises itself); none here."""
         return []
 
+    def sampler_start(
+        self,
+        model: LatentModel,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        index: torch.Tensor,
+        seed: int,
+    ) -> torch.Tensor:
+        """Starts (B, d) of evaluation fits drawn from the method's amortised sampler Q(z | x)
+        (``has_sampler``; a task's ``start: q``), seeded by (seed, index[i]); none here."""
+        raise ConfigError(f"{type(self).__name__} has no amortised sampler Q(z|x)")
+
     def prior_chain_start(
         self, model: LatentModel, n: int, rng: torch.Generator
     ) -> torch.Tensor | None:
@@ -249,6 +261,7 @@ class PosteriorInference(nn.Module, ABC):
         """Called at fit start (the trainer and data module are attached); nothing here."""
 
     has_elbo = False  # True: :meth:`elbo` has an encoder q(z|x) to bound log p(x) with
+    has_sampler = False  # True: :meth:`sampler_start` draws from an amortised sampler Q(z|x)
 
     def elbo(
         self,
