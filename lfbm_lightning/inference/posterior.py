@@ -55,6 +55,9 @@ class LatentModel(Protocol):
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every rank's ``tensor``, stacked on a new first dimension."""
 
+    def langevin_rng(self) -> torch.Generator:
+        """The run's per-rank training noise stream (checkpointed)."""
+
 
 def seeded_normal(
     index: torch.Tensor, seed: int, latent_dim: int, device: torch.device | str = "cpu"
