@@ -111,7 +111,9 @@ class DamcInference(PosteriorInference):
         return self.eval_steps if self.eval_start == "normal" else self.eval_refine_steps
 
     # ---------------------------------------------------------------- Q's draws
-    def _noise(self, batch: int, rng: torch.Generator | None, device: torch.device):
+    def _noise(
+        self, batch: int, rng: torch.Generator | None, device: torch.device
+    ) -> torch.Tensor:
         """(T, batch, d) standard normal draws of one sampling pass, from ``rng``."""
         shape = (self.sampler.n_intervals, batch, self.sampler.latent_dim)
         return torch.randn(shape, generator=rng, device=device)
