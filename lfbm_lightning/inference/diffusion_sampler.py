@@ -70,10 +70,13 @@ class GatedLayer(nn.Module):
 
 
 class LatentDenoiser(nn.Module):
-    """eps_hat(z_u, lambda_u, c): an MLP of :class:`GatedLayer` s, (B, d) -> (B, d).
+    """eps_hat(z_u, lambda_u, c) = s_u z_u + f(z_u, lambda_u, c), (B, d) -> (B, d).
 
-    The context of every layer is [time embedding, c]: the time embedding is an MLP of the
-    sinusoidal features of u' = atan(exp(-lambda / 2)) / (pi / 2) in [0, 1].
+    s_u z_u (s_u^2 = sigmoid(-lambda_u)) is the exact noise prediction for z ~ N(0, I); f, an
+    MLP of :class:`GatedLayer` s whose last layer starts at zero, learns the difference. An
+    untrained sampler thus draws N(0, I), the Langevin recipe's start, and training moves it
+    towards the posterior. The context of every layer is [time embedding, c]: the time
+    embedding is an MLP of the sinusoidal features of u' = atan(exp(-lambda / 2)) / (pi / 2).
 
     Args:
         latent_dim: d.
@@ -103,6 +106,9 @@ class LatentDenoiser(nn.Module):
         self.layers = nn.ModuleList(
             GatedLayer(sizes[i], sizes[i + 1], ctx) for i in range(len(sizes) - 1)
         )
+        last = self.layers[-1]
+        for tensor in (last.linear.weight, last.linear.bias, last.shift.weight):
+            nn.init.zeros_(tensor)
 
     def time_features(self, lam: torch.Tensor) -> torch.Tensor:
         """Sinusoidal features (B, time_dim) of the log-SNR lam (B,)."""
@@ -119,7 +125,7 @@ class LatentDenoiser(nn.Module):
             h = layer(h, ctx)
             if i < len(self.layers) - 1:
                 h = F.leaky_relu(h, 0.01)
-        return h
+        return torch.sigmoid(-lam).sqrt()[:, None] * z + h
 
 
 class ImageEmbedding(ConvEncoder):
