@@ -1,5 +1,6 @@
 """Posterior inference methods behind one interface (:class:`PosteriorInference`), the
-amortised encoder, importance sampling, and the Langevin kernel's functions."""
+amortised encoder, the amortised diffusion sampler (DAMC), importance sampling, and the
+Langevin kernel's functions."""
 
 from lfbm_lightning.inference.amortized import (
     AmortizedInference,
@@ -8,6 +9,8 @@ from lfbm_lightning.inference.amortized import (
     amortized_elbo,
 )
 from lfbm_lightning.inference.autoencoder import AutoencoderInference
+from lfbm_lightning.inference.damc import DamcInference
+from lfbm_lightning.inference.diffusion_sampler import ImageEmbedding, LatentDiffusion
 from lfbm_lightning.inference.langevin_posterior import LangevinInference
 from lfbm_lightning.inference.posterior import (
     LatentModel,
@@ -21,9 +24,12 @@ __all__ = [
     "AmortizedInference",
     "AutoencoderInference",
     "ConvEncoder",
+    "DamcInference",
     "ElboResult",
+    "ImageEmbedding",
     "LangevinInference",
     "LangevinResult",
+    "LatentDiffusion",
     "LatentModel",
     "PosteriorInference",
     "TrainingLatents",

@@ -72,7 +72,7 @@ class LangevinInference(PosteriorInference):
 
     def after_step(
         self, model: LatentModel, batch: dict[str, torch.Tensor], z: torch.Tensor
-    ) -> None:
+    ) -> dict[str, torch.Tensor]:
         """Write the chains' final states back; under DDP every rank gets every rank's.
 
         An example that appears twice (``DistributedSampler`` repeats examples so that every
@@ -80,13 +80,14 @@ class LangevinInference(PosteriorInference):
         writing duplicate indices at once keeps an arbitrary one on CUDA.
         """
         if self.chains is None:
-            return
+            return {}
         index = batch["index"]
         if model.trainer.world_size > 1:
             index = model.all_gather(index).flatten(0, 1)
             z = model.all_gather(z).flatten(0, 1)
         first = first_occurrences(index)  # the sampler pads ranks by repeating examples
         self.chains[index[first]] = z[first]
+        return {}
 
     def setup(self, model: LatentModel) -> None:
         """Persistent chains (N_train, d): from the checkpoint when resuming, else N(0, I)

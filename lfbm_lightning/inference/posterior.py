@@ -55,6 +55,9 @@ class LatentModel(Protocol):
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every rank's ``tensor``, stacked on a new first dimension."""
 
+    def langevin_rng(self) -> torch.Generator:
+        """The run's per-rank training noise stream (checkpointed)."""
+
 
 def seeded_normal(
     index: torch.Tensor, seed: int, latent_dim: int, device: torch.device | str = "cpu"
@@ -216,17 +219,52 @@ class PosteriorInference(nn.Module, ABC):
 
     def after_step(
         self, model: LatentModel, batch: dict[str, torch.Tensor], z: torch.Tensor
-    ) -> None:
-        """Called after the optimizers stepped on ``z``; nothing by default."""
+    ) -> dict[str, torch.Tensor]:
+        """Called after the optimizers stepped on ``z``; returns scalars to log (``train/...``).
+        Nothing by default."""
+        return {}
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Extra parameter groups of the generator's optimizer (an encoder's); none here."""
         return []
 
+    optimizer: torch.optim.Optimizer | None = None  # the method's own, once made
+
+    def make_optimizer(self) -> torch.optim.Optimizer | None:
+        """The method's own optimizer (the model's third, kept as :attr:`optimizer` and stepped
+        by the method itself in :meth:`after_step`, so it does not count in ``global_step``),
+        or None."""
+        return None
+
+    def ddp_ignored(self) -> list[str]:
+        """Names of this module's parameters and buffers that DDP must leave alone (ones the
+        method synchronises itself); none here."""
+        return []
+
+    def sampler_start(
+        self,
+        model: LatentModel,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        index: torch.Tensor,
+        seed: int,
+    ) -> torch.Tensor:
+        """Starts (B, d) of evaluation fits drawn from the method's amortised sampler Q(z | x)
+        (``has_sampler``; a task's ``start: q``), seeded by (seed, index[i]); none here."""
+        raise ConfigError(f"{type(self).__name__} has no amortised sampler Q(z|x)")
+
+    def prior_chain_start(
+        self, model: LatentModel, n: int, rng: torch.Generator
+    ) -> torch.Tensor | None:
+        """Starts (n, d) of the prior's own training chains (an EBM's), drawn from ``rng``;
+        None: the prior's default, N(0, I)."""
+        return None
+
     def setup(self, model: LatentModel) -> None:
         """Called at fit start (the trainer and data module are attached); nothing here."""
 
     has_elbo = False  # True: :meth:`elbo` has an encoder q(z|x) to bound log p(x) with
+    has_sampler = False  # True: :meth:`sampler_start` draws from an amortised sampler Q(z|x)
 
     def elbo(
         self,

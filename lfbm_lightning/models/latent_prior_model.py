@@ -109,6 +109,10 @@ class LatentPriorModel(pl.LightningModule):
         self.inference_cfg = config["inference"]
         self.posterior = build_posterior(self.inference_cfg)
         self.posterior.prepare_generator(self.generator)
+        # read by DDP: parameters the inference method synchronises itself (DAMC's sampler)
+        self._ddp_params_and_buffers_to_ignore = [
+            f"posterior.{name}" for name in self.posterior.ddp_ignored()
+        ]
         self.automatic_optimization = False
         self._rngs: dict[str, torch.Generator] = {}
         self._pending_rng_states: dict[int, dict[str, torch.Tensor]] = {}  # by rank
@@ -270,12 +274,11 @@ class LatentPriorModel(pl.LightningModule):
         latents = self.posterior.training_latents(self, batch, self.langevin_rng())
         z = latents.z
         generator_loss = reconstruction_energy(x, self.generator(z), self.sigma, mask).mean()
-        prior_loss = self.prior.loss(z, rng=self.prior_rng())
+        prior_loss = self._prior_loss(z)
         loss = generator_loss + prior_loss  # logged; a method's own loss has no useful value
         total = loss if latents.loss is None else loss + latents.loss
 
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        optimizers = self._model_optimizers()
         for opt in optimizers:
             opt.zero_grad()
         diverged = self._first_non_finite(
@@ -291,10 +294,11 @@ class LatentPriorModel(pl.LightningModule):
             return self._on_divergence(diverged, batch_idx)
         for opt in optimizers:
             opt.step()
-        self.posterior.after_step(self, batch, z)
+        method_logs = self.posterior.after_step(self, batch, z)
 
         logs = {
             **latents.logs,
+            **method_logs,
             "train/loss": loss.detach(),
             "train/loss_generator": generator_loss.detach(),
             "train/loss_prior": prior_loss.detach(),
@@ -309,6 +313,24 @@ class LatentPriorModel(pl.LightningModule):
         )
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, logger=False, sync_dist=True)
         return loss.detach()
+
+    def _prior_loss(self, z: torch.Tensor) -> torch.Tensor:
+        """The prior's loss on the posterior samples z (B, d); a prior that runs its own chains
+        in its loss (an EBM) starts them where the inference method says (DAMC: its sampler's
+        unconditional draws), else at N(0, I)."""
+        rng = self.prior_rng()
+        start = None
+        if self.prior.chains_in_loss:
+            start = self.posterior.prior_chain_start(self, z.shape[0], rng)
+        return self.prior.loss(z, rng=rng, start=start)
+
+    def _model_optimizers(self) -> list:
+        """The prior's and the generator's optimizers (Lightning's wrappers), without the
+        inference method's own (:meth:`PosteriorInference.make_optimizer`), which it steps."""
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        own = self.posterior.optimizer
+        return [opt for opt in optimizers if own is None or opt.optimizer is not own]
 
     def _gradients(self) -> torch.Tensor:
         """All parameter gradients flattened into one vector (empty when there are none)."""
@@ -412,10 +434,13 @@ class LatentPriorModel(pl.LightningModule):
     def configure_optimizers(self) -> tuple[list, list]:
         """One Adam per network that has parameters (a fixed Gaussian prior has none).
 
-        Returns ([prior optimizer,] generator optimizer) with one ExponentialLR each, stepped
-        once per epoch. The inference method's parameters (an encoder), when it has any, are
-        further param groups of the generator optimizer (:meth:`PosteriorInference.param_groups`),
-        so the number of optimizers, and what ``global_step`` counts, do not depend on it.
+        Returns ([prior optimizer,] generator optimizer [, the method's own]) with one
+        ExponentialLR for each of the first two, stepped once per epoch. An encoder's
+        parameters are further param groups of the generator optimizer
+        (:meth:`PosteriorInference.param_groups`); a method with its own optimizer and schedule
+        (DAMC's sampler, :meth:`PosteriorInference.make_optimizer`) steps it itself, outside
+        Lightning's count, so ``global_step`` counts the same steps for every method. Its state
+        is saved and restored with the others.
         """
         model_cfg = self.config["model"]
         optimizers = []
@@ -425,7 +450,8 @@ class LatentPriorModel(pl.LightningModule):
         optimizers.append(instantiate(model_cfg["generator_optimizer"])(groups))
         gamma = float(model_cfg["lr_gamma"])
         schedulers = [torch.optim.lr_scheduler.ExponentialLR(o, gamma) for o in optimizers]
-        return optimizers, schedulers
+        own = self.posterior.make_optimizer()
+        return optimizers + ([] if own is None else [own]), schedulers
 
     # ------------------------------------------------------------------ checkpoints
     def _rng_states(self) -> dict[str, torch.Tensor]:

@@ -63,6 +63,7 @@ class EnergyPrior(Prior):
     """
 
     normalized = False
+    chains_in_loss = True
 
     def __init__(
         self,
@@ -87,16 +88,27 @@ class EnergyPrior(Prior):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return standard_normal_log_prob(z) - self.energy(z)
 
-    def sample(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
-        """Short-run Langevin from N(0, I); the start and the noise are drawn from ``rng``."""
+    def sample(
+        self, n: int, rng: torch.Generator | None = None, start: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Short-run Langevin from ``start`` (n, d), or from N(0, I) drawn from ``rng``; the
+        noise is drawn from ``rng``."""
         dtype = next((p.dtype for p in self.parameters()), torch.get_default_dtype())
-        z0 = torch.randn(n, self.latent_dim, generator=rng, device=self.device, dtype=dtype)
+        if start is None:
+            z0 = torch.randn(n, self.latent_dim, generator=rng, device=self.device, dtype=dtype)
+        else:
+            z0 = start.to(dtype)
 
         def energy(z: torch.Tensor) -> torch.Tensor:
             return -self.log_prob(z)
 
         return langevin(z0, energy, self.n_steps, self.step_size, rng=rng).z
 
-    def loss(self, z_posterior: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
-        z_prior = self.sample(z_posterior.shape[0], rng)
+    def loss(
+        self,
+        z_posterior: torch.Tensor,
+        rng: torch.Generator | None = None,
+        start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        z_prior = self.sample(z_posterior.shape[0], rng, start)
         return self.energy(z_posterior).mean() - self.energy(z_prior).mean()

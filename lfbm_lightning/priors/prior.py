@@ -27,6 +27,7 @@ class Prior(nn.Module, ABC):
 
     normalized: bool = True
     ex_post: bool = False
+    chains_in_loss: bool = False  # True: ``loss`` runs the prior's own sampling chains
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -54,13 +55,19 @@ class Prior(nn.Module, ABC):
         """Fit an ex-post prior to the training set's codes (N, d); only for ``ex_post``."""
         raise NotImplementedError(f"{type(self).__name__} is not fitted ex post")
 
-    def loss(self, z_posterior: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        z_posterior: torch.Tensor,
+        rng: torch.Generator | None = None,
+        start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Maximum-likelihood surrogate on posterior samples z of shape (B, d).
 
         Its gradient with respect to the prior's parameters is
         ``-E_{p(z|x)}[grad log p(z)]``, the prior's part of the gradient of ``-log p(x)``.
         Defaults to ``-log_prob(z).mean()``, exact for normalised priors; a prior whose loss
-        needs its own samples (the EBM) draws them from ``rng``.
+        needs its own samples (the EBM, ``chains_in_loss``) draws them from ``rng``, its chains
+        started at ``start`` (B, d) when given (else N(0, I)).
         """
         return -self.log_prob(z_posterior).mean()
 

@@ -73,8 +73,14 @@ class TwoStageVAEPrior(Prior):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return self.elbo(z, self.probes.to(z.dtype))
 
-    def loss(self, z_posterior: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
-        """-mean ELBO of the codes with one reparameterised draw each: fits stage 2."""
+    def loss(
+        self,
+        z_posterior: torch.Tensor,
+        rng: torch.Generator | None = None,
+        start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """-mean ELBO of the codes with one reparameterised draw each: fits stage 2 (no
+        chains: ``start`` is unused)."""
         eps = torch.randn(
             (1, *z_posterior.shape),
             generator=rng,

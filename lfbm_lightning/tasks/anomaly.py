@@ -178,7 +178,10 @@ class Anomaly(ExampleTask):
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
         steps = {"n_steps": self.n_steps, "step_size": self.step_size}
-        x_hat, z = self.model.reconstruct(x, index=batch["index"], **steps, **self.fit_options)
+        z0 = self.start_of(x, None, batch["index"], self.cfg.seed)
+        x_hat, z = self.model.reconstruct(
+            x, index=batch["index"], z0=z0, **steps, **self.fit_options
+        )
         with torch.no_grad():
             energy = reconstruction_energy(x, x_hat, self.model.sigma).double()
             log_prior = self.model.prior.log_prob(z).double()

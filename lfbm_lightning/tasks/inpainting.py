@@ -92,7 +92,9 @@ class Inpainting(ExampleTask):
         mask = self.observed.expand(x.shape[0], -1, -1, -1)
         rows, fills = [], []
         for restart in range(self.settings.n_restarts):
-            z0 = self.model.prior.sample(x.shape[0])
+            z0 = self.start_of(x, mask, batch["index"], self.cfg.seed + restart)
+            if z0 is None:
+                z0 = self.model.prior.sample(x.shape[0])
             n_steps, step_size = self.settings.n_steps, self.settings.step_size
             g, _ = self.model.reconstruct(
                 x, mask, n_steps, step_size=step_size, z0=z0, **self.fit_options

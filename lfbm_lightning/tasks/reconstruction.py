@@ -44,7 +44,10 @@ class Reconstruction(ExampleTask):
     def score(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         x = batch["image"]
         steps = {"n_steps": self.n_steps, "step_size": self.step_size}
-        x_hat, _ = self.model.reconstruct(x, index=batch["index"], **steps, **self.fit_options)
+        z0 = self.start_of(x, None, batch["index"], self.cfg.seed)
+        x_hat, _ = self.model.reconstruct(
+            x, index=batch["index"], z0=z0, **steps, **self.fit_options
+        )
         mse = per_image_mse(x, x_hat).tolist()
         mse_01 = per_image_mse(x, x_hat, scale="[0,1]").tolist()
         self.shown.add(x, x_hat)

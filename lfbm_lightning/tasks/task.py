@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from lfbm_lightning.checks import check_choice
 from lfbm_lightning.data.data_module import ImageDataModule
+from lfbm_lightning.errors import ConfigError
 from lfbm_lightning.inference.fit import FITS, PassCount
 from lfbm_lightning.models import LatentPriorModel
 from lfbm_lightning.runtime.distributed import gather_lists
@@ -29,6 +30,9 @@ from lfbm_lightning.tasks.examples import (
     split_examples,
 )
 from lfbm_lightning.tasks.outputs import is_writer, write_csv
+
+STARTS = ("default", "q")
+"""The values of a task's ``start`` option."""
 
 
 class Task:
@@ -64,20 +68,41 @@ class Task:
         """How the task's evaluation chains fit z: ``protocol`` (the paper's noise-free
         Langevin, the default) or ``fast`` (:mod:`lfbm_lightning.inference.fit`), from the
         task's ``fit`` option; pass it and :attr:`count` to the fits."""
+        start = str(self.settings.get("start") or "default")
+        self.start = check_choice(f"{self.name}.start", start, STARTS)
+        if self.start == "q" and not model.posterior.has_sampler:
+            raise ConfigError(
+                f"{self.name}.start=q needs a checkpoint trained with inference=damc (its "
+                f"sampler Q(z|x)); this one has {type(model.posterior).__name__}: use "
+                f"{self.name}.start=default"
+            )
+        """Where the task's fits start: ``default`` (the protocol's: N(0, I), or prior samples
+        for inpainting) or ``q`` (a seeded draw of the model's amortised sampler Q(z | x),
+        ``inference=damc``), from the task's ``start`` option; see :meth:`start_of`."""
         self.count = PassCount()
         """Generator passes of this rank's fits."""
         self.fit_options = {"seed": int(cfg.seed), "fit": self.fit, "count": self.count}
         """Keyword arguments of every ``model.reconstruct`` of the task: chain starts seeded
         with the evaluation seed (and each example's index), :attr:`fit`, :attr:`count`."""
 
+    def start_of(
+        self, x: torch.Tensor, mask: torch.Tensor | None, index: torch.Tensor, seed: int
+    ) -> torch.Tensor | None:
+        """Starts (B, d) of the fits of images x (B, C, H, W) under ``start: q``: draws of
+        Q(z | x) seeded by (seed, index[i]); None under ``start: default`` (the task's own)."""
+        if self.start == "default":
+            return None
+        return self.model.posterior.sampler_start(self.model, x, mask, index, seed)
+
     def fit_results(self) -> dict[str, Any]:
-        """``fit``, ``generator_passes`` and ``passes_per_fit`` summed over every rank's fits;
-        empty when the task ran no fit (e.g. a sampling chain)."""
+        """``fit``, ``start``, ``generator_passes`` and ``passes_per_fit`` summed over every
+        rank's fits (Q's draws use no generator pass); empty when the task ran no fit (e.g. a
+        sampling chain)."""
         total = PassCount()
         for passes, images in gather_lists([(self.count.passes, self.count.images)]):
             total.passes += passes
             total.images += images
-        return total.results(self.fit) if total.images else {}
+        return total.results(self.fit) | {"start": self.start} if total.images else {}
 
     def run(self) -> dict[str, Any]:
         """Write the task's files; return its results (every rank: the same results)."""

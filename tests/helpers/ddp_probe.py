@@ -49,8 +49,8 @@ class RankProbe(pl.Callback):
         self.start = flat_parameters(pl_module)
         sample = pl_module.prior.sample
 
-        def recording_sample(n, rng=None):
-            z = sample(n, rng)
+        def recording_sample(n, rng=None, *start):
+            z = sample(n, rng, *start)
             if self.in_step:  # not the image callback's samples
                 self.prior_samples.append(z.detach().cpu().clone())
             return z

@@ -25,8 +25,11 @@ from tests.conftest import CONF, compose_config
 from tests.helpers.quiet_trainer import quiet_trainer
 
 OPTIONS = sorted(p.stem for p in (CONF / "inference").glob("*.yaml"))
-CASES = [(name, []) for name in OPTIONS] + [("langevin", ["inference.persistent=true"])]
-IDS = [name + ("+persistent" if extra else "") for name, extra in CASES]
+CASES = [(name, []) for name in OPTIONS] + [
+    ("langevin", ["inference.persistent=true"]),
+    ("damc", ["inference.eval_start=q"]),  # evaluation fits from Q(x)
+]
+IDS = [name + "".join(f"+{o.split('.')[-1]}" for o in extra) for name, extra in CASES]
 TINY = ["inference.n_steps=2", "inference.eval_steps=4", "dataset.batch_size=16"]
 
 
