@@ -352,14 +352,12 @@ class Likelihood(ExampleTask):
         } | (self.ais_settings() if self.ais else {})
 
     def ais_settings(self) -> dict[str, Any]:
-        """The AIS options and the gradient passes they cost per image (in place of the
-        importance sampler's ``n_samples``, ``n_chains``, ``n_steps``, which AIS does not use)."""
+        """The AIS options, in place of the importance sampler's ``n_samples``, ``n_chains``,
+        ``n_steps`` (None: AIS does not use them); passes per image come from the rows."""
         ais = OmegaConf.to_container(self.settings.ais)
-        return (
-            dict.fromkeys(IMPORTANCE_SETTINGS)
-            | {f"ais_{key}": value for key, value in ais.items()}
-            | {"passes_per_image": float(ais_passes_per_image(self.settings))}
-        )
+        return dict.fromkeys(IMPORTANCE_SETTINGS) | {
+            f"ais_{key}": value for key, value in ais.items()
+        }
 
     def run(self) -> dict[str, Any]:
         self.check()
