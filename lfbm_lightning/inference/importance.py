@@ -5,7 +5,8 @@ For any proposal q(z | x) positive wherever p(z | x) is, with z_k ~ q i.i.d.,
 a stochastic lower bound of log p(x), tight as K grows; its standard error sqrt(1 / ESS - 1 / K),
 ESS = (sum w)^2 / sum w^2, is trusted where the Pareto k-hat of the weights is <= 0.7. The
 proposal (:class:`StudentTMixture`): a Student-t or Gaussian per posterior mode, scaled by the
-exact Hessian of -log p(x, z) there, plus a defensive N(0, I) component (docs/likelihood.md).
+exact Hessian of -log p(x, z) there and weighted by the mass the Laplace approximation puts
+under it, plus a defensive N(0, I) component (docs/likelihood.md).
 """
 
 from __future__ import annotations
@@ -65,9 +66,23 @@ def laplace_precision(hessian: torch.Tensor, floor: float = CURVATURE_FLOOR) -> 
     return (vectors * curvature.unsqueeze(-2)) @ vectors.transpose(-1, -2)
 
 
+def laplace_log_mass(energy: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Log of the posterior mass the Laplace approximation puts under each mode, (B, M).
+
+    For E(z) = -log p(x, z) + c with modes z_m and precisions Lambda_m (B, M, d, d):
+    log int exp(-E) near z_m ~ -E(z_m) + (d / 2) log 2 pi - (1 / 2) log det Lambda_m. Only
+    differences between an image's modes matter (c and the 2 pi term cancel in the weights).
+
+    Args:
+        energy: E(z_m), (B, M).
+        precision: Lambda_m, symmetric positive definite, (B, M, d, d).
+    """
+    return -energy - 0.5 * torch.logdet(precision)
+
+
 @dataclass
 class StudentTMixture:
-    """Per-image proposal q(z | x_b) = a N(z; 0, I) + (1 - a) / M sum_m t_nu(z; mu_bm, S_bm).
+    """Per-image proposal q(z | x_b) = a N(z; 0, I) + (1 - a) sum_m pi_bm t_nu(z; mu_bm, S_bm).
 
     Each component is a multivariate Student-t with nu degrees of freedom (a Gaussian when
     ``df`` is None), location mu and scale S = L L^T:
@@ -76,19 +91,22 @@ class StudentTMixture:
                       - log|det L| - ((nu + d) / 2) log(1 + |L^-1 (z - mu)|^2 / nu),
 
     sampled as z = mu + L eps sqrt(nu / u), eps ~ N(0, I_d), u ~ chi^2_nu (a sum of nu squared
-    standard normals: ``df`` is an integer). The defensive component, weight a, is N(0, I).
+    standard normals: ``df`` is an integer). The defensive component, weight a, is N(0, I);
+    pi_b = softmax(``mixing_logits``_b), uniform when None.
 
     Attributes:
         means: mu, (B, M, d).
         scale_tril: L, lower-triangular with positive diagonal, (B, M, d, d).
         df: nu >= 1, or None for Gaussian components.
         defensive_weight: a in [0, 1).
+        mixing_logits: unnormalised log pi, (B, M), e.g. :func:`laplace_log_mass`; None: 1 / M.
     """
 
     means: torch.Tensor
     scale_tril: torch.Tensor
     df: int | None = 5
     defensive_weight: float = 0.1
+    mixing_logits: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.df is not None and int(self.df) < 1:
@@ -104,6 +122,7 @@ class StudentTMixture:
         inflation: float = 1.5,
         df: int | None = 5,
         defensive_weight: float = 0.1,
+        mixing_logits: torch.Tensor | None = None,
     ) -> StudentTMixture:
         """Components centred on ``means`` (B, M, d) with scale S = inflation^2 precision^-1.
 
@@ -113,14 +132,21 @@ class StudentTMixture:
             inflation: factor on the standard deviations (> 1 widens the proposal).
             df: nu, or None for Gaussian components.
             defensive_weight: a.
+            mixing_logits: unnormalised log pi, (B, M); None: uniform.
         """
         covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
         scale_tril = inflation * torch.linalg.cholesky(covariance)
-        return cls(means, scale_tril, df, defensive_weight)
+        return cls(means, scale_tril, df, defensive_weight, mixing_logits)
 
     @property
     def n_components(self) -> int:
         return self.means.shape[1]
+
+    def log_mixing_weights(self) -> torch.Tensor:
+        """log pi, normalised over the M components, (B, M)."""
+        if self.mixing_logits is None:
+            return torch.full(self.means.shape[:2], -math.log(self.n_components)).to(self.means)
+        return torch.log_softmax(self.mixing_logits.to(self.means), dim=1)
 
     def sample(self, k: int, rng: torch.Generator | None = None) -> torch.Tensor:
         """K i.i.d. draws per image, (B, K, d): a component is picked for each draw at random
@@ -131,9 +157,14 @@ class StudentTMixture:
         def randn(*shape: int) -> torch.Tensor:
             return torch.randn(shape, generator=rng, device=device, dtype=dtype)
 
-        weights = torch.full((m + 1,), (1 - self.defensive_weight) / m, device=device)
-        weights[m] = self.defensive_weight
-        which = torch.multinomial(weights.expand(b, -1), k, replacement=True, generator=rng)
+        weights = torch.cat(
+            [
+                (1 - self.defensive_weight) * self.log_mixing_weights().exp(),
+                torch.full((b, 1), self.defensive_weight, device=device, dtype=dtype),
+            ],
+            dim=1,
+        )  # (B, M + 1)
+        which = torch.multinomial(weights, k, replacement=True, generator=rng)
         comp = which.clamp(max=m - 1)  # (B, K); the defensive draws are replaced below
         mu = torch.gather(self.means, 1, comp.unsqueeze(-1).expand(b, k, d))
         scale = torch.gather(self.scale_tril, 1, comp[..., None, None].expand(b, k, d, d))
@@ -159,7 +190,8 @@ class StudentTMixture:
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z | x_b) for z (B, K, d): (B, K)."""
-        mixture = torch.logsumexp(self.component_log_prob(z), dim=-1) - math.log(self.n_components)
+        weighted = self.component_log_prob(z) + self.log_mixing_weights().unsqueeze(1)
+        mixture = torch.logsumexp(weighted, dim=-1)
         if self.defensive_weight == 0:
             return mixture
         return torch.logaddexp(
@@ -321,6 +353,7 @@ __all__ = [
     "energy_hessian",
     "importance_estimate",
     "importance_log_weights",
+    "laplace_log_mass",
     "laplace_precision",
     "pareto_khat",
     "tilt_log_normalizer",

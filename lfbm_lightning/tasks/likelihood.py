@@ -30,6 +30,7 @@ from lfbm_lightning.inference.importance import (
     energy_hessian,
     importance_estimate,
     importance_log_weights,
+    laplace_log_mass,
     laplace_precision,
     tilt_log_normalizer,
 )
@@ -86,7 +87,7 @@ class Proposal:
 
     Attributes:
         mixture: q(z | x_b).
-        passes: generator passes per image (B,): its M fits plus M d Hessian rows.
+        passes: generator passes per image (B,): its M fits, M d Hessian rows and M energies.
     """
 
     mixture: StudentTMixture
@@ -104,7 +105,8 @@ def posterior_proposal(
 
     M = ``n_chains`` L-BFGS fits of E(z) = -log p(x, z) + const per image (the ``fast`` fit,
     at most :func:`proposal_passes` passes each); at every mode z_m the exact Hessian of E,
-    prior included (:func:`energy_hessian`, :func:`laplace_precision`). ``start`` (B, d),
+    prior included (:func:`energy_hessian`, :func:`laplace_precision`), and a mixing weight
+    proportional to the Laplace mass under the mode (:func:`laplace_log_mass`). ``start`` (B, d),
     when given, is where each image's first fit starts (e.g. a z already fitted to x);
     otherwise the encoder's mean for a model with one, else N(0, I); the others start N(0, I).
     """
@@ -121,8 +123,11 @@ def posterior_proposal(
     )
     if not torch.isfinite(fit.z).all():
         raise FloatingPointError("proposal fits diverged: a non-finite z")
+    energy = model.posterior_energy(x_rep)
     with frozen_parameters((model.generator, model.prior)):
-        hessian = energy_hessian(model.posterior_energy(x_rep), fit.z)
+        hessian = energy_hessian(energy, fit.z)
+    with torch.no_grad():
+        energy_at_modes = energy(fit.z).view(b, m)
     means = fit.z.view(b, m, d)
     precision = laplace_precision(hessian).view(b, m, d, d)
     mixture = StudentTMixture.from_precision(
@@ -131,8 +136,9 @@ def posterior_proposal(
         inflation=float(settings.inflation),
         df=None if settings.df is None else int(settings.df),
         defensive_weight=float(settings.defensive_weight),
+        mixing_logits=laplace_log_mass(energy_at_modes, precision),
     )
-    return Proposal(mixture, fit.passes.view(b, m).sum(1) + m * d)
+    return Proposal(mixture, fit.passes.view(b, m).sum(1) + m * (d + 1))
 
 
 def log_joint_fn(model: LatentPriorModel, x: torch.Tensor, log_z: float = 0.0) -> LogJointFn:

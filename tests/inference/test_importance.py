@@ -18,6 +18,7 @@ from lfbm_lightning.inference.importance import (
     energy_hessian,
     importance_estimate,
     importance_log_weights,
+    laplace_log_mass,
     laplace_precision,
     pareto_khat,
     tilt_log_normalizer,
@@ -184,6 +185,52 @@ def test_importance_weighted_bound_grows_with_k_and_stays_below_log_px():
         assert diff.mean() > 3 * diff.std() / math.sqrt(reps), (small, large, means)
     assert means[50] < truth + 3 * bounds[50].std() / math.sqrt(reps)
     assert truth - means[1] > 0.1  # the K = 1 bound (the ELBO) is visibly loose here
+
+
+def test_laplace_mass_weights_make_a_two_mode_posterior_proposal_exact():
+    # p(x, z) = c (0.8 N(z; m_1, Lambda_1^-1) + 0.2 N(z; m_2, Lambda_2^-1)), the modes 40 standard
+    # deviations apart: the Laplace mass under each mode is exactly c x its share, so the
+    # mass-weighted mixture of the two Laplace components is p(z | x) itself
+    log_c = -2.5
+    means = torch.tensor([[[0.0, 0.0, 0.0], [40.0, 0.0, 0.0]]], dtype=torch.float64)
+    precision = torch.tensor(
+        [[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 4.0]],
+         [[2.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 3.0]]],
+        dtype=torch.float64,
+    ).unsqueeze(0)  # fmt: skip
+    modes = [
+        torch.distributions.MultivariateNormal(means[0, m], precision_matrix=precision[0, m])
+        for m in range(2)
+    ]
+
+    def log_joint(z: torch.Tensor) -> torch.Tensor:
+        parts = [
+            math.log(share) + mode.log_prob(z)
+            for share, mode in zip((0.8, 0.2), modes, strict=True)
+        ]
+        return log_c + torch.logsumexp(torch.stack(parts), dim=0)
+
+    mixing_logits = laplace_log_mass(-log_joint(means), precision)
+    torch.testing.assert_close(
+        torch.softmax(mixing_logits, 1), torch.tensor([[0.8, 0.2]], dtype=torch.float64)
+    )
+
+    def estimate(logits: torch.Tensor | None):
+        proposal = StudentTMixture.from_precision(
+            means, precision, inflation=1.0, df=None, defensive_weight=0.0, mixing_logits=logits
+        )
+        log_w = importance_log_weights(log_joint, proposal, 64, torch.Generator().manual_seed(7))
+        return proposal, importance_estimate(log_w)
+
+    proposal, weighted = estimate(mixing_logits)
+    torch.testing.assert_close(weighted.log_px, torch.tensor([log_c], dtype=torch.float64))
+    torch.testing.assert_close(weighted.ess, torch.tensor([64.0], dtype=torch.float64))
+    draws = proposal.sample(20_000, torch.Generator().manual_seed(8))[0]
+    share = float((draws[:, 0] > 20).double().mean())  # drawn from the second mode
+    assert abs(share - 0.2) < 4 * math.sqrt(0.2 * 0.8 / 20_000), share
+    # equal weights: w = 1.6 c or 0.4 c, ESS = K / E_q[(w / c)^2] = K / 1.36 on average
+    _, uniform = estimate(None)
+    assert float(uniform.ess) < 0.9 * 64 and abs(float(uniform.log_px) - log_c) > 1e-3
 
 
 def test_student_t_mixture_density_integrates_to_one_and_matches_its_samples():
