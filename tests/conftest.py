@@ -15,7 +15,10 @@ from omegaconf import DictConfig
 from lfbm_lightning import CONF_DIR
 
 # how the two xdist workers share the tests: a worker per file, one for all of tests/tasks
-from tests.helpers.work_units import pytest_xdist_make_scheduler  # noqa: F401
+from tests.helpers.work_units import (  # noqa: F401
+    pytest_collection_modifyitems,
+    pytest_xdist_make_scheduler,
+)
 
 # The test models are tiny: one thread per process is as fast as two on an idle 2-core machine
 # and up to 17x faster on a busy one (OpenMP threads spinning against each other), and DDP

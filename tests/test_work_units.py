@@ -1,14 +1,16 @@
-"""The suite's two xdist workers build each shared fixture once (tests/helpers/work_units.py):
-a generated suite of two ``tasks`` files sharing a session fixture and two files with a module
-fixture each, run by pytest on two workers with the suite's scheduler."""
+"""How the suite's two xdist workers share the tests (tests/helpers/work_units.py): each shared
+fixture built once (a generated suite of two ``tasks`` files sharing a session fixture and two
+files with a module fixture each, run by pytest on two workers), the long units first."""
 
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers.work_units import pytest_collection_modifyitems
 
 pytest_plugins = ["pytester"]
 
@@ -43,6 +45,7 @@ def test_a_shared_directory_and_each_file_build_their_fixtures_once(pytester: py
         "units = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(units)\n"
         "pytest_xdist_make_scheduler = units.pytest_xdist_make_scheduler\n"
+        "pytest_collection_modifyitems = units.pytest_collection_modifyitems\n"
     )
     for folder in ("tasks", "run"):
         (pytester.path / folder).mkdir()
@@ -64,3 +67,37 @@ def test_a_shared_directory_and_each_file_build_their_fixtures_once(pytester: py
     ), builds
     workers = dict(builds)
     assert workers["session"] == workers["tasks/a"] == workers["tasks/b"]
+
+
+class Item:
+    """The two things the ordering reads of a pytest item: its node id and its slow mark."""
+
+    def __init__(self, nodeid: str, slow: bool = False) -> None:
+        self.nodeid, self.slow = nodeid, slow
+
+    def get_closest_marker(self, name: str) -> bool | None:
+        return self.slow if name == "slow" else None
+
+
+def test_units_with_the_most_slow_tests_go_out_first_each_in_file_order():
+    items = [
+        Item("tests/a/test_quick.py::test_1"),
+        Item("tests/a/test_one_run.py::test_1"),
+        Item("tests/a/test_one_run.py::test_2", slow=True),
+        Item("tests/tasks/test_x.py::test_1", slow=True),
+        Item("tests/tasks/test_y.py::test_1"),
+        Item("tests/tasks/test_y.py::test_2", slow=True),
+    ]
+    worker = SimpleNamespace(workerinput={})
+    pytest_collection_modifyitems(worker, items)
+    assert [item.nodeid for item in items] == [
+        "tests/tasks/test_x.py::test_1",
+        "tests/tasks/test_y.py::test_1",
+        "tests/tasks/test_y.py::test_2",
+        "tests/a/test_one_run.py::test_1",
+        "tests/a/test_one_run.py::test_2",
+        "tests/a/test_quick.py::test_1",
+    ]
+    unchanged = list(items[::-1])
+    pytest_collection_modifyitems(SimpleNamespace(), unchanged)  # not a worker: as collected
+    assert [item.nodeid for item in unchanged] == [item.nodeid for item in items[::-1]]
