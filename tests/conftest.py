@@ -14,6 +14,12 @@ from omegaconf import DictConfig
 
 from lfbm_lightning import CONF_DIR
 
+# how the two xdist workers share the tests: a worker per file, one for all of tests/tasks
+from tests.helpers.work_units import (  # noqa: F401
+    pytest_collection_modifyitems,
+    pytest_xdist_make_scheduler,
+)
+
 # The test models are tiny: one thread per process is as fast as two on an idle 2-core machine
 # and up to 17x faster on a busy one (OpenMP threads spinning against each other), and DDP
 # tests run two processes. Subprocesses (train.py, evaluate.py) inherit the variable.
@@ -89,17 +95,3 @@ def _entry_point_runs_are_marked_slow(request, monkeypatch):
         original(self, args, *more, **kwargs)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
-
-
-# The suite runs on two workers (pyproject's addopts: pytest-xdist, --dist loadgroup). Each test
-# file stays on one worker, so its module fixtures are built once; the files of a directory
-# whose conftest trains session checkpoints (tests/tasks) share one worker, so those
-# checkpoints are trained once. `-n 0` runs everything in this process.
-SHARED_SESSION_DIRS = ("tasks",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        folder = item.path.parent.name
-        group = folder if folder in SHARED_SESSION_DIRS else str(item.path.relative_to(REPO))
-        item.add_marker(pytest.mark.xdist_group(group))

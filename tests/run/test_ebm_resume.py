@@ -11,6 +11,7 @@ from tests.run.test_resume import final_state, kill_at_first_checkpoint
 
 RUN = [
     "prior=ebm",
+    "prior.n_steps=5",  # prior chains of 5 noisy steps (60 by default) draw from its stream
     "trainer.max_epochs=3",
     "trainer.limit_train_batches=4",
     "trainer.check_val_every_n_epoch=2",

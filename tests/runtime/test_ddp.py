@@ -35,6 +35,20 @@ RUN = [
     "+callbacks.probe._target_=ddp_probe.RankProbe",
 ]
 TWO_PROCESSES = ["trainer.devices=2", "dataset.batch_size=50"]
+HOLDOUT = ["dataset.holdout_digit=1"]  # the anomaly task's split, in the runs of ddp_runs
+EVALUATE_OVERRIDES = [
+    "device=cpu",
+    "progress=false",
+    "++reconstruction.n_examples=20",  # ++: the anomaly task's config has no such node
+    "++reconstruction.n_steps=5",
+]
+# anomaly fails (a bad anomaly.scores), then reconstruction runs: in the 2-process run
+AFTER_FIT = [
+    "evaluate_after_fit=[anomaly,reconstruction]",
+    "evaluate_overrides=["
+    + ",".join(f'"{o}"' for o in [*EVALUATE_OVERRIDES, "++anomaly.scores=[prior]"])
+    + "]",
+]
 RUN_DIR_ENTRIES = {
     ".hydra",
     "checkpoints",
@@ -143,10 +157,14 @@ def test_a_task_failing_on_one_rank_after_fit_fails_on_every_rank(tmp_path, monk
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory):
     """A 2-process run (2 x 50 images per step) and a 1-process run (1 x 100) of 4 steps, both
-    with the ddp strategy (the same DistributedSampler order), run side by side."""
+    with the ddp strategy (the same DistributedSampler order), run side by side; the 2-process
+    run then evaluates (AFTER_FIT)."""
     root = tmp_path_factory.mktemp("ddp")
     probe = root / "probe"
-    runs = {"two": TWO_PROCESSES, "one": ["trainer.devices=1", "dataset.batch_size=100"]}
+    runs = {
+        "two": [*TWO_PROCESSES, *HOLDOUT, *AFTER_FIT],
+        "one": ["trainer.devices=1", "dataset.batch_size=100", *HOLDOUT],
+    }
     started = {
         name: start_train(
             [*RUN, *extra, f"hydra.run.dir={root / name}", f"+callbacks.probe.out_dir={probe}"],
@@ -185,7 +203,7 @@ def test_two_ddp_processes_stay_in_sync_and_log_reduced_metrics(ddp_runs):
     assert logged == pytest.approx(local_means, rel=1e-6)
     # files written once, by rank 0; rank 1 ran inside the run directory (its log is there)
     run_dir = ddp_runs / "two"
-    assert {p.name for p in run_dir.iterdir()} == RUN_DIR_ENTRIES | {"train_rank1.log"}
+    assert {p.name for p in run_dir.iterdir()} == RUN_DIR_ENTRIES | {"train_rank1.log", "eval"}
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"last.ckpt"}
 
 
@@ -254,7 +272,7 @@ def test_slurm_tasks_are_the_ranks_and_reproduce_the_ddp_run(ddp_runs, tmp_path)
         "SLURM_JOB_NAME": "train",
         "MASTER_PORT": str(free_port()),
     }
-    args = [*RUN, *TWO_PROCESSES, f"hydra.run.dir={tmp_path / 'two'}"]
+    args = [*RUN, *TWO_PROCESSES, *HOLDOUT, f"hydra.run.dir={tmp_path / 'two'}"]
     args.append(f"+callbacks.probe.out_dir={tmp_path / 'probe'}")
     tasks = [
         start_train(
@@ -273,31 +291,13 @@ def test_slurm_tasks_are_the_ranks_and_reproduce_the_ddp_run(ddp_runs, tmp_path)
     assert {p.name for p in (tmp_path / "two").iterdir()} == RUN_DIR_ENTRIES
 
 
-EVALUATE_OVERRIDES = [
-    "device=cpu",
-    "progress=false",
-    "++reconstruction.n_examples=20",  # ++: the anomaly task's config has no such node
-    "++reconstruction.n_steps=5",
-]
-
-
 @pytest.mark.slow
-def test_evaluation_after_fit_runs_in_both_ranks_and_matches_one_process(tmp_path):
+def test_evaluation_after_fit_runs_in_both_ranks_and_matches_one_process(ddp_runs, tmp_path):
     """``evaluate_after_fit`` in a 2-process job: both ranks share the reconstruction out (the
     task's summary says ``processes: 2``) and the row's number is what ``evaluate.py
     devices=1`` gives for that run's checkpoint. ``anomaly`` fails on both ranks (a bad
     ``anomaly.scores``) without holding up the task after it."""
-    run = tmp_path / "two"
-    args = [*RUN, *TWO_PROCESSES, f"hydra.run.dir={run}", f"+callbacks.probe.out_dir={tmp_path}"]
-    args += [
-        "dataset.holdout_digit=1",
-        "evaluate_after_fit=[anomaly,reconstruction]",
-        "evaluate_overrides=["
-        + ",".join(f'"{o}"' for o in [*EVALUATE_OVERRIDES, "++anomaly.scores=[prior]"])
-        + "]",
-        "extras.print_config=false",
-    ]
-    finish(start_train(args, tmp_path / "two.log"), tmp_path / "two.log")
+    run = ddp_runs / "two"
     record = json.loads((run / "metrics.json").read_text())
     assert record["status"] == "completed"
     assert record["evaluation"]["reconstruction"] == "completed"
