@@ -67,7 +67,7 @@ def write_standin(data_dir: Path) -> None:
     )
 
 
-def test_images(data_dir: Path, n: int) -> torch.Tensor:
+def first_test_images(data_dir: Path, n: int) -> torch.Tensor:
     """The first n test images on the [-1, 1] scale, (n, 1, 28, 28)."""
     raw = (data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()[16:]
     pixels = np.frombuffer(raw, np.uint8).reshape(-1, 1, 28, 28)[:n].copy()
@@ -130,7 +130,7 @@ def summary(name: str, log_w: torch.Tensor) -> None:
 def compare(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     model = load_model(args.ckpt).eval()
-    x = test_images(Path(args.data_dir), args.n_images)
+    x = first_test_images(Path(args.data_dir), args.n_images)
     settings = OmegaConf.create(
         {"n_chains": args.n_chains, "n_steps": args.n_steps, "inflation": 1.0}
         | {"df": None, "defensive_weight": 0.1}
