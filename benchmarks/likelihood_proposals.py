@@ -185,6 +185,14 @@ def main() -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if (
+        args.command == "compare"
+        and args.mala_chains * (args.mala_steps - args.mala_steps // 3) < 200
+    ):
+        parser.error(
+            "--mala-chains x the kept two thirds of --mala-steps must be >= 200 samples per "
+            "image, so that the oracle's d x d covariance is estimated (e.g. 16 x 1000)"
+        )
     if args.command == "write-standin":
         write_standin(args.data_dir)
     else:
